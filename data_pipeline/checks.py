@@ -1,0 +1,59 @@
+"""Decode every pair once to find what names alone cannot show: corrupt files, size mismatches."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from data_pipeline.discovery import Pair, Problem
+from data_pipeline.errors import ImageReadError
+from data_pipeline.image_io import read_image, read_mask
+
+
+@dataclass(frozen=True)
+class PairInfo:
+    pair: Pair
+    size: tuple[int, int]  # original (height, width)
+    lesion_fraction: float
+
+
+def check_pair(
+    pair: Pair, decode_size: tuple[int, int] | None = None
+) -> tuple[PairInfo | None, list[Problem]]:
+    """Decode one pair. Returns its info (None when unusable) and the problems found."""
+    problems = []
+    try:
+        image = read_image(pair.image, min_size=decode_size)
+        problems += [Problem(pair.image, note, "warning") for note in image.notes]
+    except ImageReadError as err:
+        problems.append(Problem(err.path, err.problem))
+        image = None
+    try:
+        mask = read_mask(pair.mask)
+        problems += [Problem(pair.mask, note, "warning") for note in mask.notes]
+    except ImageReadError as err:
+        problems.append(Problem(err.path, err.problem))
+        mask = None
+    if image is None or mask is None:
+        return None, problems
+    if image.original_size != mask.original_size:
+        (ih, iw), (mh, mw) = image.original_size, mask.original_size
+        problems.append(Problem(pair.mask, f"mask is {mw}x{mh} but its image is {iw}x{ih}"))
+        return None, problems
+    fraction = float(mask.array.mean())
+    if fraction == 0.0:
+        problems.append(Problem(pair.mask, "empty mask (no lesion pixel)", "warning"))
+    return PairInfo(pair, image.original_size, fraction), problems
+
+
+def check_pairs(
+    pairs: list[Pair], decode_size: tuple[int, int] | None = None, workers: int | None = None
+) -> tuple[list[PairInfo], list[Problem]]:
+    """Check pairs in parallel (Pillow releases the GIL while decoding)."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(lambda p: check_pair(p, decode_size), pairs))
+    infos = [info for info, _ in results if info is not None]
+    problems = [problem for _, found in results for problem in found]
+    return infos, problems

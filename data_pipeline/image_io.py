@@ -1,0 +1,175 @@
+"""Decode images and masks into uint8 / bool arrays, with documented conversions.
+
+Pillow decodes because it *detects* truncated files (OpenCV returns a half-grey image with a
+warning); OpenCV resizes. Every failure becomes an `ImageReadError` naming the file.
+
+Conversions (also listed in the README):
+- grayscale image -> replicated to RGB; RGBA/LA -> alpha dropped; palette -> RGB; CMYK -> RGB;
+  16-bit image -> scaled to 8 bits.
+- mask with several channels -> luminance; mask whose maximum is 1 -> labels {0, 1};
+  16-bit mask (maximum above 255) -> lesion where value > 32767; otherwise lesion where > 127
+  (this also binarises JPEG-compressed masks).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from data_pipeline.atomic import atomic_path
+from data_pipeline.errors import ImageReadError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    array: np.ndarray
+    original_size: tuple[int, int]  # (height, width) of the file, before any draft decoding
+    notes: tuple[str, ...] = ()  # conversions applied, for `inspect`
+
+
+def _open(path: str) -> Image.Image:
+    try:
+        size = os.path.getsize(path)
+    except PermissionError:
+        raise ImageReadError(path, "permission denied (make the file readable)") from None
+    except OSError as err:  # ELOOP for a symlink loop, ENOENT for a dangling link
+        raise ImageReadError(path, f"cannot access file ({err.strerror})") from None
+    if size == 0:
+        raise ImageReadError(path, "empty file (0 bytes)")
+    if not os.path.isfile(path):
+        raise ImageReadError(path, "not a regular file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except PermissionError:
+        raise ImageReadError(path, "permission denied (make the file readable)") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not a readable image (unknown format or corrupt header)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageReadError(path, f"image too large to decode safely ({err})") from None
+    except OSError as err:
+        raise ImageReadError(path, f"cannot open ({err})") from None
+
+
+def _load(path: str, im: Image.Image) -> None:
+    try:
+        im.load()
+    except OSError as err:
+        message = str(err)
+        if "truncated" in message:
+            raise ImageReadError(path, "truncated file (incomplete download?)") from None
+        raise ImageReadError(path, f"corrupt image data ({message})") from None
+    except (SyntaxError, ValueError, EOFError) as err:  # Pillow's PNG chunk errors
+        raise ImageReadError(path, f"corrupt image data ({err})") from None
+
+
+def peek_size(path: str) -> tuple[int, int]:
+    """(height, width) from the header alone."""
+    with _open(path) as im:
+        return im.size[1], im.size[0]
+
+
+def read_image(path: str, min_size: tuple[int, int] | None = None) -> Decoded:
+    """RGB uint8 array (H, W, 3). `min_size` lets JPEGs decode at a reduced scale that is still
+    at least that large (DCT scaling: 1/2 to 1/8 of the work for a 128 px target)."""
+    path = str(path)
+    with _open(path) as im:
+        original = (im.size[1], im.size[0])
+        if min_size is not None and im.format == "JPEG":
+            im.draft(im.mode, (min_size[1], min_size[0]))
+        _load(path, im)
+        mode = im.mode
+        notes: list[str] = []
+        if mode == "RGB":
+            arr = np.asarray(im)
+        elif mode in ("L", "1"):
+            arr = np.asarray(im.convert("L"))
+            notes.append("grayscale image replicated to RGB")
+        elif mode in _HIGH_DEPTH_MODES:
+            arr = _to_uint8(np.asarray(im))
+            notes.append(f"{mode} image scaled to 8 bits and replicated to RGB")
+        elif mode in ("RGBA", "LA", "PA"):
+            arr = np.asarray(im.convert("RGB"))
+            notes.append(f"{mode} image: alpha channel dropped")
+        elif mode == "CMYK":
+            arr = np.asarray(im.convert("RGB"))
+            notes.append("CMYK image converted to RGB")
+        else:
+            arr = np.asarray(im.convert("RGB"))
+            notes.append(f"{mode} image converted to RGB")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    return Decoded(np.ascontiguousarray(arr, dtype=np.uint8), original, tuple(notes))
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+    return np.clip(np.rint(arr.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
+def read_mask(path: str) -> Decoded:
+    """Boolean lesion mask (H, W); see the module docstring for the binarisation rules."""
+    path = str(path)
+    with _open(path) as im:
+        original = (im.size[1], im.size[0])
+        _load(path, im)
+        notes: list[str] = []
+        if im.mode == "1":
+            return Decoded(np.asarray(im, dtype=bool), original, ())
+        if im.mode in ("L", *_HIGH_DEPTH_MODES):
+            values = np.asarray(im)
+        else:
+            values = np.asarray(im.convert("L"))
+            notes.append(f"{im.mode} mask converted to grayscale")
+    top = values.max(initial=0)
+    if top <= 1:
+        mask = values > 0
+        if top == 1:
+            notes.append("mask values {0, 1} read as background/lesion")
+    elif top > 255:
+        mask = values > 32767
+        notes.append("16-bit mask: lesion where value > 32767")
+    else:
+        mask = values > 127
+        grey = np.count_nonzero((values > 0) & (values < 255))
+        if grey:
+            notes.append(f"non-binary mask ({grey} grey pixels, e.g. JPEG): binarised at > 127")
+    return Decoded(mask, original, tuple(notes))
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area interpolation when shrinking (no aliasing), bilinear when enlarging."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    shrinking = image.shape[0] >= h and image.shape[1] >= w
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (w, h), interpolation=interpolation)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest neighbour, so a mask stays binary."""
+    h, w = size
+    if mask.shape[:2] == (h, w):
+        return mask
+    resized = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    return resized.astype(mask.dtype)
+
+
+def write_image(path: str, array: np.ndarray, quality: int = 95) -> None:
+    """Write a PNG/JPEG/BMP (by suffix) atomically."""
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}[os.path.splitext(path)[1].lower()]
+    options = {"quality": quality} if fmt == "JPEG" else {}
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format=fmt, **options)

@@ -1,0 +1,132 @@
+"""Assemble the `tf.data` pipeline: decode -> resize -> (CLAHE) -> cache -> shuffle -> batch -> prefetch.
+
+The deterministic part (decode, resize, CLAHE) runs once and is cached as uint8; everything random
+happens later, on batches, inside the compiled train step (see `augment.py`). Elements are
+(images float32 in [0, 1] of shape (B, H, W, 3), masks float32 {0, 1} of shape (B, H, W, 1)).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from data_pipeline.cpu_transforms import clahe_transform
+from data_pipeline.discovery import Pair
+from data_pipeline.image_io import read_image, read_mask, resize_image, resize_mask
+
+CACHE_MODES = ("auto", "memory", "disk", "none")
+_AUTO_MEMORY_SHARE = 0.25  # cache in RAM while the decoded set takes under this share of it
+
+
+def as_hw(size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def load_example(image_path: str, mask_path: str, size, clahe: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The deterministic part for one pair: uint8 image (H, W, 3) and uint8 {0, 1} mask (H, W, 1)."""
+    hw = as_hw(size)
+    image = resize_image(read_image(image_path, min_size=hw).array, hw)
+    if clahe:
+        image = clahe_transform()(image=image)["image"]
+    mask = resize_mask(read_mask(mask_path).array.astype(np.uint8), hw)
+    return image, mask[:, :, None]
+
+
+def available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def resolve_cache(mode: str, n_examples: int, size) -> str:
+    """`auto` -> `memory` when the decoded uint8 set fits comfortably in RAM, else `disk`."""
+    if mode != "auto":
+        return mode
+    h, w = as_hw(size)
+    needed = n_examples * h * w * 4
+    return "memory" if needed < _AUTO_MEMORY_SHARE * available_memory() else "disk"
+
+
+def make_dataset(
+    pairs: list[Pair],
+    size,
+    batch_size: int,
+    *,
+    training: bool,
+    seed: int = 0,
+    cache: str = "memory",
+    cache_dir: str | None = None,
+    clahe: bool = False,
+    cpu_augment=None,
+    repeat: bool | None = None,
+) -> tf.data.Dataset:
+    """Batched (images, masks). Training sets are shuffled (seeded), drop their last partial batch
+    (static shapes, no one-image BatchNorm batches) and repeat, so an epoch is `steps_per_epoch(...)`
+    batches and a resumed run can `skip` exactly the batches already seen."""
+    if not pairs:
+        raise ValueError("make_dataset needs at least one pair")
+    hw = as_hw(size)
+    cache = resolve_cache(cache, len(pairs), hw)
+
+    def load(image_path, mask_path):
+        return load_example(image_path.decode(), mask_path.decode(), hw, clahe)
+
+    def decode(image_path, mask_path):
+        image, mask = tf.numpy_function(load, [image_path, mask_path], (tf.uint8, tf.uint8))
+        image.set_shape((*hw, 3))
+        mask.set_shape((*hw, 1))
+        return image, mask
+
+    ds = tf.data.Dataset.from_tensor_slices(([p.image for p in pairs], [p.mask for p in pairs]))
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache == "memory":
+        ds = ds.cache()
+    elif cache == "disk":
+        if cache_dir is None:
+            raise ValueError("cache='disk' needs a cache_dir")
+        os.makedirs(cache_dir, exist_ok=True)
+        # One file per process: a killed run leaves a lockfile that would block a reused name.
+        ds = ds.cache(os.path.join(cache_dir, f"{'train' if training else 'eval'}-{os.getpid()}"))
+    if training:
+        ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+        if cpu_augment is not None:
+            ds = ds.map(_albumentations(cpu_augment, hw), num_parallel_calls=tf.data.AUTOTUNE)
+    drop = training and len(pairs) >= batch_size
+    ds = ds.batch(batch_size, drop_remainder=drop)
+    ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    if training if repeat is None else repeat:
+        ds = ds.repeat()
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(n_examples: int, batch_size: int, training: bool = True) -> int:
+    if training and n_examples >= batch_size:
+        return n_examples // batch_size
+    return -(-n_examples // batch_size)
+
+
+def _to_float(images, masks):
+    return tf.cast(images, tf.float32) / 255.0, tf.cast(masks, tf.float32)
+
+
+def _albumentations(transform, hw):
+    """Random CPU-side albumentations transform, applied jointly to image and mask."""
+
+    def apply(image, mask):
+        out = transform(image=image, mask=mask)
+        return out["image"], out["mask"]
+
+    def mapped(image, mask):
+        image, mask = tf.numpy_function(apply, [image, mask], (tf.uint8, tf.uint8))
+        image.set_shape((*hw, 3))
+        mask.set_shape((*hw, 1))
+        return image, mask
+
+    return mapped

@@ -1,0 +1,66 @@
+"""`python -m models summary`: every preset with its parameters and forward GFLOPs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def summarize(image_size: int, names=None) -> list[dict]:
+    import keras
+
+    from models.complexity import count_params, forward_flops
+    from models.registry import PRESETS, build_model
+
+    rows = []
+    for name in names or PRESETS:
+        model = build_model(name, image_size)
+        rows.append(
+            {
+                "name": name,
+                **count_params(model),
+                "gflops": round(forward_flops(model) / 1e9, 3),
+                "image_size": image_size,
+                "reference_row": PRESETS[name].reference_row,
+            }
+        )
+        del model
+        keras.backend.clear_session()
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    summary = sub.add_parser("summary", help="parameters and forward GFLOPs of every preset")
+    summary.add_argument("--image-size", type=int, default=128, help="input size in pixels (default: 128)")
+    summary.add_argument("--json", action="store_true", help="print a JSON list")
+    summary.add_argument("--models", nargs="+", help="only these presets")
+    args = parser.parse_args(argv)
+    from models.registry import UnknownModelError, resolve
+
+    try:
+        names = [resolve(n).name for n in args.models] if args.models else None
+    except UnknownModelError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rows = summarize(args.image_size, names)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(
+        f"{'model':<24}{'params':>14}{'trainable':>14}{'GFLOPs@' + str(args.image_size):>12}  reference row"
+    )
+    for r in rows:
+        print(
+            f"{r['name']:<24}{r['params']:>14,}{r['trainable_params']:>14,}{r['gflops']:>12.2f}  {r['reference_row']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

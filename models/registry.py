@@ -1,0 +1,78 @@
+"""Model names -> builders. `build_model(name, ...)` is the one way the CLI makes a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+
+from models.deeplab import build_deeplabv3plus
+from models.hardnet_mseg import build_hardnet_mseg
+from models.unet import build_unet
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    family: str  # "unet", "deeplabv3plus" or "hardnet_mseg"
+    width: int | None  # UNet: first-level filters; DeepLab: ASPP/decoder filters; HarDNet: RFB channels
+    depth: int | None  # UNet levels (poolings)
+    reference_row: str
+
+
+PRESETS = {
+    p.name: p
+    for p in (
+        Preset("baseline", "unet", 64, 4, "Baseline UNet (64 filters, 4 levels)"),
+        Preset("bigger", "unet", 128, 4, "Bigger UNet (128/4)"),
+        Preset("deeper", "unet", 64, 6, "Deeper UNet (64/6)"),
+        Preset("bigger_deeper", "unet", 128, 6, "Bigger+deeper + aug (128/6)"),
+        Preset("slightly_bigger_deeper", "unet", 96, 6, "Slightly bigger+deeper + aug (96/6)"),
+        Preset("deeplabv3plus", "deeplabv3plus", 256, None, "DeepLabV3+ ResNet"),
+        Preset("hardnet_mseg", "hardnet_mseg", 32, None, "HarDNet-MSEG"),
+    )
+}
+ALIASES = {"unet": "baseline"}
+
+
+class UnknownModelError(ValueError):
+    pass
+
+
+def resolve(name: str) -> Preset:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in PRESETS:
+        valid = ", ".join([*PRESETS, *(f"{a} (= {t})" for a, t in ALIASES.items())])
+        raise UnknownModelError(f"unknown model {name!r}; valid names: {valid}")
+    return PRESETS[key]
+
+
+def model_names() -> list[str]:
+    return [*PRESETS, *ALIASES]
+
+
+def build_model(
+    name: str,
+    image_size: int | tuple[int, int] = 128,
+    *,
+    width: int | None = None,
+    depth: int | None = None,
+    max_filters: int | None = 1024,
+    backbone_weights: str | None = "none",
+) -> keras.Model:
+    """Build preset `name`; `width`/`depth` override the preset (CPU-sized variants).
+    `backbone_weights` is "imagenet", "none" or a path (DeepLab: ResNet50; HarDNet: encoder)."""
+    preset = resolve(name)
+    width = width or preset.width
+    if preset.family == "unet":
+        return build_unet(image_size, width, depth or preset.depth, max_filters, name=preset.name)
+    if depth is not None:
+        raise ValueError(f"--depth applies to the UNet family only, not {preset.name}")
+    if preset.family == "deeplabv3plus":
+        return build_deeplabv3plus(image_size, width, backbone_weights, name=preset.name)
+    if backbone_weights == "imagenet":
+        raise ValueError(
+            "no ImageNet HarDNet68 weights ship with Keras; pass a local encoder weights file "
+            "(.weights.h5) with --backbone-weights PATH, or none"
+        )
+    return build_hardnet_mseg(image_size, width, backbone_weights, name=preset.name)
