@@ -144,6 +144,7 @@ def open_run_folder(config: RunConfig, resume: bool, overwrite: bool) -> tuple[R
     if resume:
         if not os.path.exists(config_path):
             raise RunFolderError(f"{run_dir}: nothing to resume (no config.json); start it without --resume")
+        _remove_stale_temporaries(run_dir)
         return RunConfig.load(config_path), run_dir
     if os.path.exists(run_dir) and os.listdir(run_dir):
         if not overwrite:
@@ -156,6 +157,15 @@ def open_run_folder(config: RunConfig, resume: bool, overwrite: bool) -> tuple[R
     config = config.replace(out=run_dir, created_with=_environment())
     config.save(config_path)
     return config, run_dir
+
+
+def _remove_stale_temporaries(run_dir: str) -> None:
+    """A killed run may leave `.tmp-*` files (never the real names: those are renamed into place)."""
+    for folder in (run_dir, os.path.join(run_dir, "resume")):
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if name.startswith(".tmp-"):
+                    os.remove(os.path.join(folder, name))
 
 
 def _attach_log(run_dir: str) -> logging.Handler:
@@ -279,6 +289,7 @@ def _train(config: RunConfig, run_dir: str, resume: bool, network, verbose) -> R
             steps_per_epoch=steps,
             validation_data=val_ds,
             callbacks=callbacks,
+            shuffle=False,  # the pipeline shuffles (seeded)
             verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose,
         )
     finally:

@@ -1,0 +1,55 @@
+"""Figures of an evaluation: best/median/worst overlays per run, and per-image Dice per run."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from data_pipeline.atomic import atomic_path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Truth outline in green, prediction outline in magenta."""
+    out = image.copy()
+    for mask, colour in ((truth, (0, 255, 0)), (pred, (255, 0, 255))):
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, colour, max(1, image.shape[0] // 128))
+    return out
+
+
+def case_grid(cases: list[tuple[str, float, np.ndarray]], path: str, title: str) -> None:
+    """`cases`: (label, dice, overlay image) for the best, median and worst cases."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(cases), figsize=(3.2 * len(cases), 3.6))
+    for ax, (label, dice, image) in zip(np.atleast_1d(axes), cases):
+        ax.imshow(image)
+        ax.set_title(f"{label}\nDice {dice:.3f}", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{title}  (green: truth, magenta: prediction)", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def dice_boxplot(names: list[str], values: list[list[float]], path: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names)), 4.5))
+    ax.boxplot(values, showmeans=True)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("per-image Dice (test)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

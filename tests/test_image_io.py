@@ -1,0 +1,159 @@
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_pipeline.errors import ImageReadError
+from data_pipeline.image_io import peek_size, read_image, read_mask, resize_image, resize_mask, write_image
+
+
+def _save(path, array, mode=None, **options):
+    Image.fromarray(array, mode=mode).save(path, **options) if mode else Image.fromarray(array).save(
+        path, **options
+    )
+    return str(path)
+
+
+def test_rgb_png_round_trip(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    path = _save(tmp_path / "a.png", rgb)
+    decoded = read_image(path)
+    assert decoded.array.dtype == np.uint8 and decoded.original_size == (10, 12)
+    np.testing.assert_array_equal(decoded.array, rgb)
+    assert decoded.notes == ()
+    assert peek_size(path) == (10, 12)
+
+
+def test_grayscale_image_is_replicated(tmp_path):
+    gray = np.arange(20, dtype=np.uint8).reshape(4, 5)
+    decoded = read_image(_save(tmp_path / "g.png", gray))
+    assert decoded.array.shape == (4, 5, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(decoded.array[:, :, c], gray)
+    assert "grayscale" in decoded.notes[0]
+
+
+def test_rgba_drops_alpha(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 7
+    decoded = read_image(_save(tmp_path / "a.png", rgba))
+    assert decoded.array.shape == (4, 4, 3)
+    assert (decoded.array[..., 0] == 200).all() and (decoded.array[..., 1:] == 0).all()
+    assert "alpha" in decoded.notes[0]
+
+
+def test_cmyk_jpeg_converted_to_rgb(tmp_path):
+    path = str(tmp_path / "c.jpg")
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(path, quality=100)  # pure red in CMYK
+    decoded = read_image(path)
+    assert decoded.array.shape == (16, 16, 3)
+    r, g, b = decoded.array.reshape(-1, 3).mean(0)
+    assert r > 200 and g < 60 and b < 60
+    assert "CMYK" in decoded.notes[0]
+
+
+def test_16bit_image_scaled_to_8_bits(tmp_path):
+    values = np.array([[0, 65535], [257 * 100, 257 * 200]], np.uint16)
+    path = str(tmp_path / "d.png")
+    Image.fromarray(values).save(path)
+    decoded = read_image(path)
+    np.testing.assert_array_equal(decoded.array[:, :, 0], [[0, 255], [100, 200]])
+
+
+def test_jpeg_draft_decoding_keeps_at_least_the_requested_size(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, (800, 1200, 3), dtype=np.uint8)
+    path = _save(tmp_path / "big.jpg", image)
+    decoded = read_image(path, min_size=(128, 128))
+    assert decoded.original_size == (800, 1200)
+    assert 128 <= decoded.array.shape[0] < 800 and 128 <= decoded.array.shape[1] < 1200
+
+
+@pytest.mark.parametrize(
+    ("values", "expected", "note"),
+    [
+        ([[0, 255], [255, 0]], [[0, 1], [1, 0]], None),
+        ([[0, 1], [1, 0]], [[0, 1], [1, 0]], "{0, 1}"),
+        ([[0, 128], [127, 250]], [[0, 1], [0, 1]], "binarised at > 127"),
+    ],
+)
+def test_mask_binarisation(tmp_path, values, expected, note):
+    path = _save(tmp_path / "m.png", np.array(values, np.uint8))
+    decoded = read_mask(path)
+    assert decoded.array.dtype == bool
+    np.testing.assert_array_equal(decoded.array, np.array(expected, bool))
+    assert (note is None and decoded.notes == ()) or note in decoded.notes[0]
+
+
+def test_16bit_mask(tmp_path):
+    path = str(tmp_path / "m16.png")
+    Image.fromarray(np.array([[0, 65535], [40000, 30000]], np.uint16)).save(path)
+    decoded = read_mask(path)
+    np.testing.assert_array_equal(decoded.array, [[False, True], [True, False]])
+    assert "16-bit" in decoded.notes[0]
+
+
+def test_jpeg_compressed_mask_is_binarised(tmp_path):
+    mask = np.zeros((32, 32), np.uint8)
+    mask[5:21, 7:23] = 255  # not aligned to the 8x8 JPEG blocks: ringing at the edges
+    path = _save(tmp_path / "m.jpg", mask, quality=60)
+    decoded = read_mask(path)
+    assert np.abs(decoded.array.astype(int) - (mask > 0)).sum() <= 8
+    assert "non-binary" in decoded.notes[0]
+
+
+def test_rgb_mask_uses_luminance(tmp_path):
+    mask = np.zeros((4, 4, 3), np.uint8)
+    mask[:2] = 255
+    decoded = read_mask(_save(tmp_path / "m.png", mask))
+    assert decoded.array[:2].all() and not decoded.array[2:].any()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: open(p, "wb").close(), r"empty file \(0 bytes\)"),
+        (lambda p: open(p, "w").write("not an image at all"), "not a readable image"),
+    ],
+)
+def test_unreadable_files_name_the_file(tmp_path, make, message):
+    path = str(tmp_path / "x.jpg")
+    make(path)
+    with pytest.raises(ImageReadError, match=message) as err:
+        read_image(path)
+    assert err.value.path == path and path in str(err.value)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_truncated_file(tmp_path, suffix):
+    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    path = _save(tmp_path / f"t{suffix}", image)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="truncated|corrupt"):
+        read_image(path)
+
+
+def test_symlink_loop(tmp_path):
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    os.symlink(b, a)
+    os.symlink(a, b)
+    with pytest.raises(ImageReadError, match="cannot access"):
+        read_image(str(a))
+
+
+def test_resize_mask_stays_binary_and_image_uses_area():
+    mask = np.zeros((100, 150), bool)
+    mask[20:70, 30:90] = True
+    small = resize_mask(mask, (32, 48))
+    assert small.dtype == bool and small.shape == (32, 48)
+    assert small.mean() == pytest.approx(mask.mean(), abs=0.02)
+    checker = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)
+    shrunk = resize_image(np.dstack([checker] * 3), (32, 32))
+    assert np.abs(shrunk.astype(int) - 127).max() <= 1  # area averages; nearest would alias
+
+
+def test_write_image_is_atomic(tmp_path):
+    path = str(tmp_path / "out.png")
+    write_image(path, np.zeros((4, 4), np.uint8))
+    assert os.listdir(tmp_path) == ["out.png"]

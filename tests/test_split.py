@@ -1,0 +1,42 @@
+import pytest
+
+from data_pipeline.discovery import Pair
+from data_pipeline.errors import DataError
+from data_pipeline.split import carve_validation, read_split, write_split
+
+
+def _pairs(n):
+    return [Pair(f"id{i:03d}", f"/x/id{i:03d}.jpg", f"/x/id{i:03d}_segmentation.png") for i in range(n)]
+
+
+def test_carve_is_seeded_disjoint_and_order_invariant():
+    pairs = _pairs(50)
+    train, val = carve_validation(pairs, 0.1, seed=3)
+    assert len(val) == 5 and len(train) == 45
+    assert not {p.id for p in train} & {p.id for p in val}
+    assert carve_validation(list(reversed(pairs)), 0.1, seed=3) == (train, val)
+    assert carve_validation(pairs, 0.1, seed=4)[1] != val
+
+
+def test_carve_edge_cases():
+    assert carve_validation(_pairs(5), 0.0, 0) == (_pairs(5), [])
+    train, val = carve_validation(_pairs(3), 0.01, 0)  # at least one validation pair
+    assert len(val) == 1 and len(train) == 2
+    with pytest.raises(ValueError, match="val_fraction"):
+        carve_validation(_pairs(3), 1.0, 0)
+
+
+def test_split_round_trip(tmp_path):
+    path = str(tmp_path / "split.json")
+    image = tmp_path / "img.jpg"
+    image.write_bytes(b"x")  # read_split checks that the listed files still exist
+    pairs = [Pair(p.id, str(image), p.mask) for p in _pairs(4)]
+    write_split(path, {"train": pairs[:3], "validation": pairs[3:], "test": []}, seed=1)
+    assert read_split(path) == {"train": pairs[:3], "validation": pairs[3:], "test": []}
+
+
+def test_split_with_moved_data_names_the_file(tmp_path):
+    path = str(tmp_path / "split.json")
+    write_split(path, {"train": _pairs(1), "validation": [], "test": []})
+    with pytest.raises(DataError, match="no longer exists"):
+        read_split(path)
