@@ -143,12 +143,11 @@ def predict_folder(
                     )
                 written += 1
     elapsed = time.perf_counter() - start
-    for path, problem in problems:
-        log.warning("skipped %s: %s", path, problem)
     return {
         "written": written,
         "skipped_existing": skipped,
         "failed": len(problems),
+        "problems": problems,
         "seconds": elapsed,
         "images_per_s": written / elapsed if elapsed else 0.0,
     }
@@ -242,6 +241,8 @@ def main(argv=None) -> int:
     except (PredictError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for path, problem in stats["problems"]:
+        print(f"skipped {path}: {problem}", file=sys.stderr)
     print(
         f"wrote {stats['written']} mask(s) to {args.out} in {stats['seconds']:.1f} s "
         f"({stats['images_per_s']:.1f} images/s); {stats['skipped_existing']} existing left alone, "

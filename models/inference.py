@@ -7,6 +7,7 @@ import zipfile
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import models.blocks  # noqa: F401  (registers the custom layers before loading)
 
@@ -31,14 +32,24 @@ def input_size(model: keras.Model) -> tuple[int, int]:
     return int(model.input_shape[1]), int(model.input_shape[2])
 
 
+def _forward(model: keras.Model):
+    """One traced inference function per model, for any batch size (no retracing per shape)."""
+    fn = getattr(model, "_skinseg_forward", None)
+    if fn is None:
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        model._skinseg_forward = fn
+    return fn
+
+
 def predict_probabilities(model: keras.Model, images: np.ndarray, tta: bool = False) -> np.ndarray:
     """(B, H, W) lesion probabilities for float images in [0, 1]. TTA averages the identity and
     the horizontal, vertical and double flips, each flipped back."""
-    if not tta:
-        return np.asarray(model.predict_on_batch(images))[..., 0]
+    forward = _forward(model)
+    flips = ((), (2,), (1,), (1, 2)) if tta else ((),)
     total = np.zeros(images.shape[:3], np.float32)
-    for axes in ((), (2,), (1,), (1, 2)):
-        flipped = np.flip(images, axes) if axes else images
-        pred = np.asarray(model.predict_on_batch(np.ascontiguousarray(flipped)))[..., 0]
-        total += np.flip(pred, tuple(a for a in axes)) if axes else pred
-    return total / 4
+    for axes in flips:
+        flipped = np.ascontiguousarray(np.flip(images, axes)) if axes else images
+        pred = forward(tf.constant(flipped, tf.float32)).numpy()[..., 0]
+        total += np.flip(pred, axes) if axes else pred
+    return total / len(flips)
