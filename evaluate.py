@@ -52,7 +52,9 @@ def test_pairs(run_dir: str, config, data: list[str] | None, skip_bad: bool):
         name = "test" if "test" in found.splits else "all" if "all" in found.splits else None
         if name is None:
             raise EvaluationError(f"{data[0]}: no test split (splits: {', '.join(found.splits)})")
-        pairs, _ = usable_pairs(found.splits[name], found.errors, config.replace(skip_bad=skip_bad), "test")
+        pairs, _ = usable_pairs(
+            found.splits[name], found.errors_of(name), config.replace(skip_bad=skip_bad), "test"
+        )
         return pairs
     split_path = os.path.join(run_dir, "split.json")
     if not os.path.exists(split_path):

@@ -96,6 +96,8 @@ def predict_folder(
     size = input_size(model)
     clahe = preprocessing_of(model_path)["clahe"] if clahe is None else clahe
     files, problems = list_inputs(inputs)
+    if not files and not problems:
+        raise PredictError(f"no images (JPEG, PNG, BMP) in {', '.join(inputs)}")
     os.makedirs(out, exist_ok=True)
     if overlay:
         os.makedirs(os.path.join(out, "overlays"), exist_ok=True)

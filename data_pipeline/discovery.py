@@ -12,6 +12,7 @@ Only names are matched here (fast); decoding problems are found by `checks.check
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -65,6 +66,7 @@ class Problem:
     file: str
     problem: str
     severity: str = "error"  # "error": the pair is unusable; "warning": converted or informational
+    split: str = ""  # the split whose folders hold the file, when known
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,6 +82,10 @@ class Discovery:
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "error"]
+
+    def errors_of(self, split: str) -> list[Problem]:
+        """Name-level errors of one split (and those of no particular split)."""
+        return [p for p in self.errors if p.split in (split, "")]
 
 
 def _subdirs(path: str) -> dict[str, str]:
@@ -141,8 +147,16 @@ def _group(files: list[tuple[str, str]], key, kind: str, problems: list[Problem]
     return unique
 
 
-def pair_folders(image_dir: str, mask_dir: str, problems: list[Problem]) -> list[Pair]:
-    """Match `ID.ext` images with `ID_segmentation.ext` (any case) or `ID.ext` masks."""
+def pair_folders(image_dir: str, mask_dir: str, problems: list[Problem], split: str = "") -> list[Pair]:
+    """Match `ID.ext` images with `ID_segmentation.ext` (any case) or `ID.ext` masks. The
+    problems found are appended to `problems`, tagged with `split`."""
+    found: list[Problem] = []
+    pairs = _pair(image_dir, mask_dir, found)
+    problems.extend(dataclasses.replace(p, split=split) for p in found)
+    return pairs
+
+
+def _pair(image_dir: str, mask_dir: str, problems: list[Problem]) -> list[Pair]:
     same_folder = os.path.realpath(image_dir) == os.path.realpath(mask_dir)
     image_files = [
         (stem, path)
@@ -179,9 +193,11 @@ def _isic(root: str, dirs: dict[str, str], problems: list[Problem]) -> tuple[str
             mask_name = mask_template.format(split_token).lower()
             image_dir = _unwrap(path)
             if mask_name not in dirs:
-                problems.append(Problem(path, f"no ground-truth folder {mask_template.format(split_token)}"))
+                problems.append(
+                    Problem(path, f"no ground-truth folder {mask_template.format(split_token)}", split=split)
+                )
                 continue
-            pairs = pair_folders(image_dir, _unwrap(dirs[mask_name]), problems)
+            pairs = pair_folders(image_dir, _unwrap(dirs[mask_name]), problems, split)
             found.setdefault(challenge, {})[split] = pairs
     if not found:
         return None
@@ -205,12 +221,13 @@ def _simple(dirs: dict[str, str], problems: list[Problem]) -> dict | None:
         if lower in _SPLIT_NAMES:
             folders = image_mask(_subdirs(path))
             if folders:
-                splits[_SPLIT_NAMES[lower]] = pair_folders(*folders, problems)
+                split = _SPLIT_NAMES[lower]
+                splits[split] = pair_folders(*folders, problems, split)
     if splits:
         return splits
     folders = image_mask(dirs)
     if folders:
-        return {"train": pair_folders(*folders, problems)}
+        return {"train": pair_folders(*folders, problems, "train")}
     return None
 
 
@@ -224,7 +241,7 @@ def discover_pairs(path: str, masks: str | None = None) -> Discovery:
         masks = os.path.abspath(os.fspath(masks))
         if not os.path.isdir(masks):
             raise DataError(f"{masks}: not a folder (pass the folder that holds the masks)")
-        splits = {"all": pair_folders(path, masks, problems)}
+        splits = {"all": pair_folders(path, masks, problems, "all")}
         return Discovery(path, "folders", splits, problems)
     dirs = _subdirs(path)
     isic = _isic(path, dirs, problems)

@@ -101,8 +101,8 @@ def prepare_split(config: RunConfig, run_dir: str) -> dict[str, list[Pair]]:
     train_name = "train" if "train" in found.splits else "all" if "all" in found.splits else None
     if train_name is None:
         raise DataError(f"{root}: no training split found (splits: {', '.join(found.splits) or 'none'})")
-    train, errors = usable_pairs(found.splits[train_name], found.errors, config, "training")
-    test, test_errors = usable_pairs(found.splits.get("test", []), [], config, "test")
+    train, errors = usable_pairs(found.splits[train_name], found.errors_of(train_name), config, "training")
+    test, test_errors = usable_pairs(found.splits.get("test", []), found.errors_of("test"), config, "test")
     if not train:
         raise DataError(f"{root}: no usable training pairs")
     train, val = carve_validation(train, config.val_fraction, config.seed)
