@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="CLAHE on every image, at train, test and inference time (default: off)",
     )
     add(
+        "--color-constancy",
+        action="store_true",
+        help="Shades-of-Gray colour constancy as the model's first layer (saved with it; default: off)",
+    )
+    add(
         "--flooding",
         type=float,
         default=d.flooding,
@@ -182,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after PATIENCE epochs without improvement; 0 = off (default: %(default)s)",
     )
     add(
+        "--checkpoint-every",
+        type=int,
+        default=d.checkpoint_every,
+        help="epochs between last.keras/resume checkpoints; best.keras is saved whenever it improves "
+        "(default: %(default)s)",
+    )
+    add(
         "--tensorboard",
         action="store_true",
         help="write TensorBoard logs to the run folder (default: off)",
@@ -229,6 +241,7 @@ def config_from_args(args):
         aug=args.aug,
         elastic=args.elastic,
         clahe=args.clahe,
+        color_constancy=args.color_constancy,
         flooding=args.flooding,
         flooding_start=args.flooding_start,
         lr_schedule=args.lr_schedule,
@@ -248,6 +261,7 @@ def config_from_args(args):
         cache=args.cache,
         monitor=args.monitor,
         early_stopping=args.early_stopping,
+        checkpoint_every=args.checkpoint_every,
         tensorboard=args.tensorboard,
         skip_bad=args.skip_bad,
         out=args.out,

@@ -35,7 +35,7 @@ def case_grid(cases: list[tuple[str, float, np.ndarray]], path: str, title: str)
         ax.set_title(f"{label}\nDice {dice:.3f}", fontsize=9)
         ax.axis("off")
     fig.suptitle(f"{title}  (green: truth, magenta: prediction)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)

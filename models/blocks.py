@@ -53,3 +53,37 @@ class CaffePreprocess(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="skinseg")
+class ShadesOfGray(layers.Layer):
+    """Shades-of-Gray colour constancy (Finlayson & Trezzi 2004; p = 6 as in Barata et al. 2015
+    for dermoscopy): each image's illuminant is the Minkowski p-mean of each channel, and dividing
+    it out maps a neutral illuminant to itself and a blue- or red-cast image to neutral. In the
+    graph, so a saved model applies it to whatever it is given. Runs in float32."""
+
+    def __init__(self, power: float = 6.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.power = power
+
+    def call(self, images):
+        x = ops.maximum(ops.cast(images, "float32"), 0.0)
+        illuminant = ops.power(
+            ops.mean(ops.power(x, self.power), axis=(1, 2), keepdims=True), 1.0 / self.power
+        )
+        unit = illuminant / (ops.sqrt(ops.sum(illuminant**2, axis=-1, keepdims=True)) + 1e-6)
+        return ops.clip(x / (unit * 3**0.5 + 1e-6), 0.0, 1.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "power": self.power}
+
+
+def image_input(h: int, w: int, color_constancy: bool):
+    """The model's input (RGB in [0, 1]) and the tensor the network starts from."""
+    inputs = keras.Input((h, w, 3), name="image")
+    x = ShadesOfGray(name="color_constancy")(inputs) if color_constancy else inputs
+    return inputs, x

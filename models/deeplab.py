@@ -8,7 +8,7 @@ import os
 import keras
 from keras import layers
 
-from models.blocks import CaffePreprocess, conv_bn_act, set_bn_momentum, sigmoid_head
+from models.blocks import CaffePreprocess, conv_bn_act, image_input, set_bn_momentum, sigmoid_head
 
 HIGH_LEVEL = "conv4_block6_2_relu"  # stride 16
 LOW_LEVEL = "conv2_block3_2_relu"  # stride 4
@@ -80,6 +80,7 @@ def build_deeplabv3plus(
     width: int = 256,
     backbone_weights: str | None = "none",
     name: str = "deeplabv3plus",
+    color_constancy: bool = False,
 ) -> keras.Model:
     """`width`: ASPP/decoder filters (256 in the paper). Inputs: RGB in [0, 1], size divisible by 16."""
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
@@ -87,8 +88,8 @@ def build_deeplabv3plus(
         raise ValueError(f"image size {h}x{w} is not divisible by 16 (the backbone's output stride)")
     backbone = resnet50_backbone((h, w), backbone_weights)
     set_bn_momentum(backbone)
-    inputs = keras.Input((h, w, 3), name="image")
-    low, high = backbone(CaffePreprocess(name="resnet_preprocess")(inputs))
+    inputs, x = image_input(h, w, color_constancy)
+    low, high = backbone(CaffePreprocess(name="resnet_preprocess")(x))
     x = aspp(high, width)
     x = layers.UpSampling2D(4, interpolation="bilinear", name="decoder_up4")(x)
     low = conv_bn_act(low, 48, 1, "decoder_low_proj")

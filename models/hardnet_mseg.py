@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.blocks import BN_MOMENTUM
+from models.blocks import BN_MOMENTUM, image_input
 
 # HarDNet68
 STEM = (32, 64)
@@ -138,6 +138,7 @@ def build_hardnet_mseg(
     channels: int = 32,
     encoder_weights: str | None = None,
     name: str = "hardnet_mseg",
+    color_constancy: bool = False,
 ) -> keras.Model:
     """Inputs: RGB in [0, 1], size divisible by 32. `encoder_weights`: optional path to a
     `.weights.h5` file of the HarDNet68 encoder (`hardnet68_encoder(...)`), e.g. converted from
@@ -145,11 +146,11 @@ def build_hardnet_mseg(
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     if h % 32 or w % 32:
         raise ValueError(f"image size {h}x{w} is not divisible by 32 (the encoder's output stride)")
-    inputs = keras.Input((h, w, 3), name="image")
+    inputs, x = image_input(h, w, color_constancy)
     encoder = hardnet68_encoder((h, w))
     if encoder_weights not in (None, "none"):
         encoder.load_weights(encoder_weights)
-    _, x2, x3, x4 = encoder(inputs)
+    _, x2, x3, x4 = encoder(x)
     logits = aggregation(
         rfb(x4, channels, "rfb4_1"),
         rfb(x3, channels, "rfb3_1"),

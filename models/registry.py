@@ -34,6 +34,18 @@ PRESETS = {
 }
 ALIASES = {"unet": "baseline"}
 
+# CPU-sized variants (bench, README's CPU commands): UNet widths halved or quartered so that a
+# 2-core CPU trains each at 128 px in minutes per epoch; DeepLab and HarDNet are used as they are.
+CPU_SIZED = {
+    "baseline": {"width": 32},
+    "bigger": {"width": 64},
+    "deeper": {"width": 32},
+    "bigger_deeper": {"width": 64},
+    "slightly_bigger_deeper": {"width": 48},
+    "deeplabv3plus": {},
+    "hardnet_mseg": {},
+}
+
 
 class UnknownModelError(ValueError):
     pass
@@ -59,20 +71,32 @@ def build_model(
     depth: int | None = None,
     max_filters: int | None = 1024,
     backbone_weights: str | None = "none",
+    color_constancy: bool = False,
 ) -> keras.Model:
     """Build preset `name`; `width`/`depth` override the preset (CPU-sized variants).
     `backbone_weights` is "imagenet", "none" or a path (DeepLab: ResNet50; HarDNet: encoder)."""
     preset = resolve(name)
     width = width or preset.width
     if preset.family == "unet":
-        return build_unet(image_size, width, depth or preset.depth, max_filters, name=preset.name)
+        return build_unet(
+            image_size,
+            width,
+            depth or preset.depth,
+            max_filters,
+            name=preset.name,
+            color_constancy=color_constancy,
+        )
     if depth is not None:
         raise ValueError(f"--depth applies to the UNet family only, not {preset.name}")
     if preset.family == "deeplabv3plus":
-        return build_deeplabv3plus(image_size, width, backbone_weights, name=preset.name)
+        return build_deeplabv3plus(
+            image_size, width, backbone_weights, name=preset.name, color_constancy=color_constancy
+        )
     if backbone_weights == "imagenet":
         raise ValueError(
             "no ImageNet HarDNet68 weights ship with Keras; pass a local encoder weights file "
             "(.weights.h5) with --backbone-weights PATH, or none"
         )
-    return build_hardnet_mseg(image_size, width, backbone_weights, name=preset.name)
+    return build_hardnet_mseg(
+        image_size, width, backbone_weights, name=preset.name, color_constancy=color_constancy
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.blocks import conv_bn_act, sigmoid_head
+from models.blocks import conv_bn_act, image_input, sigmoid_head
 
 
 def level_filters(width: int, depth: int, max_filters: int | None) -> list[int]:
@@ -22,6 +22,7 @@ def build_unet(
     depth: int = 4,
     max_filters: int | None = 1024,
     name: str = "unet",
+    color_constancy: bool = False,
 ) -> keras.Model:
     """Per level two Conv3x3-BN-ReLU; 2x2 max-pool down; 2x2 transposed conv up; skip concatenation.
     Inputs: RGB in [0, 1], of a size divisible by 2**depth."""
@@ -29,8 +30,7 @@ def build_unet(
     if h % 2**depth or w % 2**depth:
         raise ValueError(f"image size {h}x{w} is not divisible by 2**depth = {2**depth} (depth {depth})")
     filters = level_filters(width, depth, max_filters)
-    inputs = keras.Input((h, w, 3), name="image")
-    x = inputs
+    inputs, x = image_input(h, w, color_constancy)
     skips = []
     for level in range(depth):
         x = conv_bn_act(x, filters[level], 3, f"enc{level}_a")

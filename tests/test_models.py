@@ -152,3 +152,25 @@ def test_mixed_precision_keeps_a_float32_sigmoid():
         assert model.output.dtype == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_shades_of_gray_removes_a_colour_cast_and_keeps_neutral_images():
+    from models.blocks import ShadesOfGray
+
+    rng = np.random.default_rng(0)
+    scene = rng.uniform(0.2, 0.6, (1, 16, 16, 1)).repeat(3, axis=-1).astype("float32")  # grey world
+    layer = ShadesOfGray()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(scene)), scene, atol=1e-5)
+    cast = scene * np.array([0.6, 0.8, 1.0], "float32")  # a blue-tinted illuminant
+    corrected = keras.ops.convert_to_numpy(layer(cast))
+    np.testing.assert_allclose(corrected[..., 0], corrected[..., 2], rtol=1e-4)  # neutral again
+    assert corrected.min() >= 0 and corrected.max() <= 1
+
+
+def test_colour_constancy_travels_with_the_saved_model(tmp_path):
+    model = build_model("baseline", 32, width=2, depth=1, color_constancy=True)
+    assert model.layers[1].name == "color_constancy"
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    x = np.random.default_rng(1).random((1, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))

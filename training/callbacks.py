@@ -86,13 +86,16 @@ def _current_lr(optimizer) -> float:
 
 
 class RunRecorder(keras.callbacks.Callback):
-    """After every finished epoch: history.csv, best.keras (when `monitor` improved), last.keras,
-    then the resume state (trainer weights + optimizer, and state.json naming them, written last:
+    """After every finished epoch: history.csv and best.keras (when `monitor` improved); every
+    `every` epochs and at the end: last.keras, then the resume state (trainer weights + optimizer, and state.json naming them, written last:
     the commit point). A killed run thus always has a consistent last completed epoch."""
 
-    def __init__(self, run_dir: str, monitor: str, mode: str, state: dict | None = None, rows=None):
+    def __init__(
+        self, run_dir: str, monitor: str, mode: str, state: dict | None = None, rows=None, every: int = 1
+    ):
         super().__init__()
         self.run_dir = run_dir
+        self.every = every  # last.keras and the resume state every `every` epochs (and at the end)
         self.monitor, self.mode = monitor, mode
         state = state or {}
         self.best = state.get("best", -math.inf if mode == "max" else math.inf)
@@ -121,8 +124,10 @@ class RunRecorder(keras.callbacks.Callback):
         if improved:
             self.best, self.best_epoch = float(value), epoch + 1
             save_network(self.model.network, os.path.join(self.run_dir, "best.keras"))
-        save_network(self.model.network, os.path.join(self.run_dir, "last.keras"))
-        self._save_resume_state(epoch + 1)
+        last_epoch = epoch + 1 == self.params.get("epochs")
+        if (epoch + 1) % self.every == 0 or last_epoch or self.model.stop_training:
+            save_network(self.model.network, os.path.join(self.run_dir, "last.keras"))
+            self._save_resume_state(epoch + 1)
         plot_curves(self.rows, os.path.join(self.run_dir, "curves.png"))
         shown = "  ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch",))
         log.info(

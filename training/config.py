@@ -30,6 +30,7 @@ class RunConfig:
     aug: bool = False
     elastic: float = 0.0  # probability of an elastic warp per image (with --aug)
     clahe: bool = False
+    color_constancy: bool = False  # Shades-of-Gray layer at the model's input
     flooding: float = 0.0
     flooding_start: int = 0  # epoch from which flooding is active
     lr_schedule: str = "none"
@@ -50,6 +51,7 @@ class RunConfig:
     cache: str = "auto"
     monitor: str = "val_dice"
     early_stopping: int = 0  # patience in epochs; 0 = off
+    checkpoint_every: int = 1  # epochs between last.keras / resume states (big models on fast GPUs)
     tensorboard: bool = False
     skip_bad: bool = False
     out: str = ""
@@ -105,6 +107,8 @@ def default_run_name(config: RunConfig) -> str:
         parts.append("aug")
     if config.clahe:
         parts.append("clahe")
+    if config.color_constancy:
+        parts.append("cc")
     if config.flooding:
         parts.append(f"flood{config.flooding:g}")
     if config.lr_schedule != "none":

@@ -233,6 +233,7 @@ def _train(config: RunConfig, run_dir: str, resume: bool, network, verbose) -> R
             depth=config.depth,
             max_filters=config.max_filters,
             backbone_weights=config.backbone_weights,
+            color_constancy=config.color_constancy,
         )
         augmenter = build_augmenter(config.seed, elastic=config.elastic) if config.aug else None
         trainer = SegmentationTrainer(network, augmenter)
@@ -265,7 +266,7 @@ def _train(config: RunConfig, run_dir: str, resume: bool, network, verbose) -> R
     monitor = config.monitor if val_ds is not None else config.monitor.removeprefix("val_")
     mode = "min" if monitor.endswith("loss") else "max"
     history_rows = read_history(os.path.join(run_dir, "history.csv"))[:completed]
-    recorder = RunRecorder(run_dir, monitor, mode, state, history_rows)
+    recorder = RunRecorder(run_dir, monitor, mode, state, history_rows, every=config.checkpoint_every)
     guard = NonFiniteGuard()
     callbacks = [guard, *schedule_callbacks(config)]
     recorder.plateau = next((c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)

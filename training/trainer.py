@@ -44,11 +44,11 @@ class SegmentationTrainer(keras.Model):
         return self.network(images, training=training)
 
     def train_step(self, data):
-        images, masks = data
+        images, masks, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if self.augmenter is not None:
             out = self.augmenter({"images": images, "segmentation_masks": masks}, training=True)
             images, masks = out["images"], out["segmentation_masks"]
-        return super().train_step((images, masks))
+        return super().train_step((images, masks, sample_weight))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
