@@ -17,6 +17,35 @@ from data_pipeline.synthetic import synthetic_pair  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The smallest run that still exercises everything: a 2-level, 4-filter UNet at 32 px.
+TINY_RUN = {
+    "model": "baseline",
+    "width": 4,
+    "depth": 2,
+    "image_size": 32,
+    "batch_size": 4,
+    "epochs": 1,
+    "val_fraction": 0.2,
+}
+TINY_TRAIN_ARGS = [
+    "--model",
+    "baseline",
+    "--width",
+    "2",
+    "--depth",
+    "1",
+    "--image-size",
+    "32",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "4",
+    "--val-fraction",
+    "0.25",
+    "--verbose",
+    "0",
+]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):

@@ -3,6 +3,7 @@
 import pytest
 
 import train
+from tests.conftest import TINY_TRAIN_ARGS
 
 OPTIONS = [
     "--model",
@@ -70,22 +71,14 @@ def test_missing_data_folder_and_bad_values(tmp_path, capsys):
 
 def test_multiworker_without_tf_config_is_a_clear_error(simple_dataset, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    code = train.main(
-        [
-            "--data",
-            simple_dataset,
-            "--strategy",
-            "multiworker",
-            "--width",
-            "2",
-            "--depth",
-            "1",
-            "--image-size",
-            "32",
-            "--epochs",
-            "1",
-            "--out",
-            str(tmp_path / "run"),
-        ]
-    )
+    args = [
+        *TINY_TRAIN_ARGS,
+        "--data",
+        simple_dataset,
+        "--strategy",
+        "multiworker",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    code = train.main(args)
     assert code == 2 and "TF_CONFIG" in capsys.readouterr().err

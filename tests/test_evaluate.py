@@ -8,18 +8,9 @@ import pytest
 
 import evaluate
 from data_pipeline.image_io import read_mask
+from tests.conftest import TINY_RUN
 from training.config import RunConfig
 from training.run import run_training
-
-TINY = {
-    "model": "baseline",
-    "width": 4,
-    "depth": 2,
-    "image_size": 32,
-    "batch_size": 4,
-    "epochs": 1,
-    "val_fraction": 0.2,
-}
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +21,9 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("eval")
     data = make_simple(base / "data", n_train=12, n_test=6)
     runs_dir = base / "runs"
-    run_training(RunConfig(data=data, out=str(runs_dir / "baseline"), **TINY), verbose=0)
+    run_training(RunConfig(data=data, out=str(runs_dir / "baseline"), **TINY_RUN), verbose=0)
     run_training(
-        RunConfig(data=data, out=str(runs_dir / "baseline-aug"), aug=True, seed=1, **TINY), verbose=0
+        RunConfig(data=data, out=str(runs_dir / "baseline-aug"), aug=True, seed=1, **TINY_RUN), verbose=0
     )
     return str(runs_dir)
 

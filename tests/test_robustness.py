@@ -18,26 +18,9 @@ import evaluate
 import predict
 import train
 from data_pipeline.__main__ import main as data_main
-from tests.conftest import make_simple
+from tests.conftest import TINY_TRAIN_ARGS, make_simple
 
-TRAIN_ARGS = [
-    "--model",
-    "baseline",
-    "--width",
-    "2",
-    "--depth",
-    "1",
-    "--image-size",
-    "32",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "4",
-    "--val-fraction",
-    "0.25",
-    "--verbose",
-    "0",
-]
+TRAIN_ARGS = TINY_TRAIN_ARGS
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,12 @@ import keras
 import numpy as np
 import pytest
 
+from tests.conftest import TINY_RUN
 from training.callbacks import read_history
 from training.config import RunConfig, default_run_name
 from training.run import RunFolderError, TrainingDiverged, run_training
 
-TINY = {
-    "model": "baseline",
-    "width": 4,
-    "depth": 2,
-    "image_size": 32,
-    "batch_size": 4,
-    "epochs": 2,
-    "val_fraction": 0.2,
-    "cache": "memory",
-}
+TINY = {**TINY_RUN, "epochs": 2, "cache": "memory"}
 
 
 def _config(data, out, **changes):

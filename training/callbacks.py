@@ -228,19 +228,18 @@ def plot_curves(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     epochs = [r["epoch"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("loss", "train loss"), ("val_loss", "validation loss")):
-        if any(key in r for r in rows):
-            left.plot(epochs, [r.get(key, np.nan) for r in rows], marker="o", label=label)
-    left.set_xlabel("epoch")
-    left.set_ylabel("loss")
-    left.legend()
-    for key, label in (("dice", "train Dice"), ("val_dice", "validation Dice")):
-        if any(key in r for r in rows):
-            right.plot(epochs, [r.get(key, np.nan) for r in rows], marker="o", label=label)
-    right.set_xlabel("epoch")
-    right.set_ylabel("Dice")
-    right.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    panels = (
+        ("loss", (("loss", "train loss"), ("val_loss", "validation loss"))),
+        ("Dice", (("dice", "train Dice"), ("val_dice", "validation Dice"))),
+    )
+    for ax, (ylabel, curves) in zip(axes, panels):
+        for key, label in curves:
+            if any(key in r for r in rows):
+                ax.plot(epochs, [r.get(key, np.nan) for r in rows], marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
