@@ -7,6 +7,8 @@ the PyTorch module names (`base3_layer5` is `base.3.layers.5`) so that converted
 Trainable parameters: 17,423,837 (encoder 16,540,348 + decoder 883,489), exactly the reference's
 forward pass (PyTorch counts BatchNorm's running statistics as buffers, like Keras' non-trainable
 weights). The reference's unused reverse-attention branches and ImageNet classifier are left out.
+One difference: Keras' bilinear upsampling uses half-pixel centres where the reference used
+PyTorch's align_corners=True; weights transfer, outputs differ slightly at the borders.
 """
 
 from __future__ import annotations
