@@ -80,6 +80,12 @@ def test_run_folder_safety(simple_dataset, tmp_path):
         run_training(_config(simple_dataset, tmp_path / "other"), resume=True, verbose=0)
     history = open(os.path.join(tmp_path / "run", "history.csv")).read()
     assert run_training(config, overwrite=True, verbose=0).completed_epochs == 1
+    precious = tmp_path / "documents"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("keep me")
+    with pytest.raises(RunFolderError, match="not a run folder"):
+        run_training(_config(simple_dataset, precious), overwrite=True, verbose=0)
+    assert (precious / "thesis.txt").read_text() == "keep me"
     assert open(os.path.join(tmp_path / "run", "history.csv")).read().count("\n") == history.count("\n")
 
 

@@ -152,6 +152,11 @@ def open_run_folder(config: RunConfig, resume: bool, overwrite: bool) -> tuple[R
                 f"{run_dir} already exists; pass --resume to continue it, "
                 "--overwrite to replace it, or --out to choose another folder"
             )
+        if not os.path.exists(config_path):  # never delete a folder train.py did not make
+            raise RunFolderError(
+                f"{run_dir} is not empty and is not a run folder (no config.json); "
+                "refusing to replace it, choose another --out"
+            )
         shutil.rmtree(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     config = config.replace(out=run_dir, created_with=_environment())
