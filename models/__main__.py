@@ -40,7 +40,20 @@ def main(argv=None) -> int:
     summary.add_argument("--image-size", type=int, default=128, help="input size in pixels (default: 128)")
     summary.add_argument("--json", action="store_true", help="print a JSON list")
     summary.add_argument("--models", nargs="+", help="only these presets")
+    convert = sub.add_parser("convert-hardnet68", help="PyTorch HarDNet68 checkpoint -> encoder .weights.h5")
+    convert.add_argument("source", help="hardnet68.pth (needs torch) or a .npz of its state dict")
+    convert.add_argument("target", help="output, ending in .weights.h5")
     args = parser.parse_args(argv)
+    if args.command == "convert-hardnet68":
+        from models.convert import convert_hardnet68
+
+        try:
+            convert_hardnet68(args.source, args.target)
+        except (OSError, KeyError, ValueError, RuntimeError) as err:
+            print(f"error: {args.source}: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.target}; train with --model hardnet_mseg --backbone-weights {args.target}")
+        return 0
     from models.registry import UnknownModelError, resolve
 
     try:

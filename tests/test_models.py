@@ -174,3 +174,34 @@ def test_colour_constancy_travels_with_the_saved_model(tmp_path):
     reloaded = keras.models.load_model(tmp_path / "m.keras")
     x = np.random.default_rng(1).random((1, 32, 32, 3)).astype("float32")
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_hardnet68_pytorch_checkpoint_conversion(tmp_path):
+    """A state dict laid out as PyTorch's HarDNet68 (OIHW kernels, `base.i.layers.j.conv/norm`)
+    converts to encoder weights that HarDNet-MSEG loads, value for value."""
+    from models.convert import _torch_name, convert_hardnet68
+    from models.hardnet_mseg import hardnet68_encoder
+
+    source = hardnet68_encoder((64, 64))
+    rng = np.random.default_rng(0)
+    state = {}
+    for layer in source.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kernel = rng.normal(size=layer.kernel.shape).astype("float32")
+            state[f"module.{_torch_name(layer.name[:-5])}.conv.weight"] = kernel.transpose(3, 2, 0, 1)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                state[f"module.{_torch_name(layer.name[:-3])}.norm.{key}"] = rng.uniform(
+                    0.5, 1.5, layer.gamma.shape
+                ).astype("float32")
+    state["module.base.16.3.weight"] = np.zeros((1000, 1024), "float32")  # the classifier, ignored
+    np.savez(tmp_path / "hardnet68.npz", **state)
+    convert_hardnet68(str(tmp_path / "hardnet68.npz"), str(tmp_path / "enc.weights.h5"))
+    model = build_model("hardnet_mseg", 64, backbone_weights=str(tmp_path / "enc.weights.h5"))
+    encoder = model.get_layer("hardnet68")
+    conv = encoder.get_layer("base3_layer5_conv")
+    np.testing.assert_array_equal(
+        conv.kernel.numpy(), state["module.base.3.layers.5.conv.weight"].transpose(2, 3, 1, 0)
+    )
+    bn = encoder.get_layer("base15_bn")
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), state["module.base.15.norm.running_var"])
