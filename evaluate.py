@@ -30,18 +30,19 @@ class EvaluationError(RuntimeError):
     pass
 
 
-def _settings(args_like) -> dict:
+def _settings(at, tta, threshold, empty, data=None, **_) -> dict:
+    """What a summary was computed with; results with other settings are not up to date."""
     return {
-        "at": args_like["at"],
-        "tta": args_like["tta"],
-        "threshold": args_like["threshold"],
-        "empty": args_like["empty"],
-        "data": args_like.get("data"),
+        "at": at,
+        "tta": tta,
+        "threshold": threshold,
+        "empty": empty,
+        "data": data,
         "version": SUMMARY_VERSION,
     }
 
 
-def test_pairs(run_dir: str, config, data: list[str] | None, skip_bad: bool):
+def load_test_pairs(run_dir: str, config, data: list[str] | None, skip_bad: bool):
     """The run's stored test split, or the test (or only) split of `data`."""
     from data_pipeline.discovery import discover_pairs
     from data_pipeline.split import read_split
@@ -107,7 +108,7 @@ def evaluate_run(
     model_path = os.path.join(run_dir, "best.keras")
     model = load_segmenter(model_path)
     size = input_size(model)
-    pairs = test_pairs(run_dir, config, data, skip_bad)
+    pairs = load_test_pairs(run_dir, config, data, skip_bad)
     loss_fn = get_loss(config.loss)
 
     dataset = make_dataset(pairs, size, batch_size, training=False, cache="none", clahe=config.clahe)
@@ -160,7 +161,7 @@ def evaluate_run(
         best_epoch=best_epoch,
         input_size=list(size),
         ms_per_image=1000 * infer_time / timed_images if timed_images else None,
-        settings=_settings({"at": at, "tta": tta, "threshold": threshold, "empty": empty, "data": data}),
+        settings=_settings(at, tta, threshold, empty, data),
     )
     out = os.path.join(run_dir, "eval")
     write_text(os.path.join(out, "per_image.csv"), _csv(rows))
@@ -247,7 +248,7 @@ def evaluate_all(runs_dir: str, baseline: str | None, force: bool, **options) ->
     run_dirs = find_runs(runs_dir)
     if not run_dirs:
         raise EvaluationError(f"{runs_dir}: no run folders (folders with a config.json) to evaluate")
-    settings = _settings(options)
+    settings = _settings(**options)
     results = []
     for run in run_dirs:
         if not os.path.exists(os.path.join(run, "best.keras")):

@@ -101,7 +101,7 @@ def make_dataset(
     drop = training and len(pairs) >= batch_size
     ds = ds.batch(batch_size, drop_remainder=drop)
     ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    if training if repeat is None else repeat:
+    if repeat if repeat is not None else training:
         ds = ds.repeat()
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -2,11 +2,10 @@
 
 from metrics.aggregate import summarize
 from metrics.overlap import overlap_metrics
-from metrics.per_image import HIGHER_IS_BETTER, METRICS, ShapeMismatchError, image_metrics
+from metrics.per_image import METRICS, ShapeMismatchError, image_metrics
 from metrics.surface import surface_metrics
 
 __all__ = [
-    "HIGHER_IS_BETTER",
     "METRICS",
     "ShapeMismatchError",
     "image_metrics",

@@ -20,7 +20,6 @@ METRICS = (
     "asd",
     "assd",
 )
-HIGHER_IS_BETTER = {m: m not in ("hd", "hd95", "asd", "assd") for m in METRICS}
 
 
 class ShapeMismatchError(ValueError):
