@@ -94,7 +94,7 @@ def evaluate_run(
 
     from data_pipeline.atomic import read_json, write_json, write_text
     from data_pipeline.image_io import read_image, read_mask
-    from data_pipeline.tfdata import make_dataset
+    from data_pipeline.tfdata import make_dataset, prepare_image
     from losses import get_loss
     from metrics import ShapeMismatchError, image_metrics, summarize
     from metrics.figures import case_grid, overlay
@@ -174,22 +174,13 @@ def evaluate_run(
             pair = next(p for p in pairs if p.id == row["id"])
             image = read_image(pair.image).array
             truth = read_mask(pair.mask).array
-            prob = predict_probabilities(model, _model_input(image, size, config.clahe), tta)[0]
+            model_input = prepare_image(image, size, config.clahe).astype(np.float32)[None] / 255.0
+            prob = predict_probabilities(model, model_input, tta)[0]
             prob = cv2.resize(prob, (truth.shape[1], truth.shape[0]), interpolation=cv2.INTER_LINEAR)
             cases.append((f"{label}: {row['id']}", row["dice"], overlay(image, truth, prob > threshold)))
         case_grid(cases, os.path.join(out, "cases.png"), summary["run"])
     keras.backend.clear_session()
     return summary
-
-
-def _model_input(image: np.ndarray, size, clahe: bool) -> np.ndarray:
-    from data_pipeline.cpu_transforms import clahe_transform
-    from data_pipeline.image_io import resize_image
-
-    small = resize_image(image, size)
-    if clahe:
-        small = clahe_transform()(image=small)["image"]
-    return (small.astype(np.float32) / 255.0)[None]
 
 
 def _csv(rows: list[dict]) -> str:

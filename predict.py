@@ -59,13 +59,11 @@ def preprocessing_of(model_path: str) -> dict:
 
 def _decode(path: str, size, clahe: bool, keep_original: bool):
     """(model input, original (h, w), original image or None) for one file."""
-    from data_pipeline.cpu_transforms import clahe_transform
-    from data_pipeline.image_io import read_image, resize_image
+    from data_pipeline.image_io import read_image
+    from data_pipeline.tfdata import prepare_image
 
     decoded = read_image(path, min_size=None if keep_original else size)
-    small = resize_image(decoded.array, size)
-    if clahe:
-        small = clahe_transform()(image=small)["image"]
+    small = prepare_image(decoded.array, size, clahe)
     original = decoded.array if keep_original else None
     return small.astype(np.float32) / 255.0, decoded.original_size, original
 

@@ -24,12 +24,17 @@ def as_hw(size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
+def prepare_image(image: np.ndarray, size, clahe: bool = False) -> np.ndarray:
+    """The deterministic preprocessing of one decoded RGB image (uint8): resize, then CLAHE.
+    Training, evaluation and predict.py all go through here, so they see the same input."""
+    image = resize_image(image, as_hw(size))
+    return clahe_transform()(image=image)["image"] if clahe else image
+
+
 def load_example(image_path: str, mask_path: str, size, clahe: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The deterministic part for one pair: uint8 image (H, W, 3) and uint8 {0, 1} mask (H, W, 1)."""
     hw = as_hw(size)
-    image = resize_image(read_image(image_path, min_size=hw).array, hw)
-    if clahe:
-        image = clahe_transform()(image=image)["image"]
+    image = prepare_image(read_image(image_path, min_size=hw).array, hw, clahe)
     mask = resize_mask(read_mask(mask_path).array.astype(np.uint8), hw)
     return image, mask[:, :, None]
 

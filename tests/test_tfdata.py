@@ -74,3 +74,12 @@ def test_auto_cache_falls_back_to_disk_when_too_big(monkeypatch):
     assert resolve_cache("auto", 1000, 128) == "memory"  # 65 MB
     assert resolve_cache("auto", 100_000, 256) == "disk"  # 26 GB
     assert resolve_cache("none", 10, 32) == "none"
+
+
+def test_predict_feeds_the_model_what_training_fed_it(pairs):
+    import predict
+
+    trained_on, _ = load_example(pairs[0].image, pairs[0].mask, 32, clahe=True)
+    model_input, original_size, _ = predict._decode(pairs[0].image, (32, 32), clahe=True, keep_original=False)
+    np.testing.assert_allclose(model_input, trained_on / 255.0, atol=1e-7)
+    assert original_size == (48, 64)
