@@ -117,7 +117,8 @@ def test_kill_while_a_checkpoint_is_being_written_then_resume(setup):
     env = {**os.environ, "SKINSEG_CHECKPOINT_DELAY": "60"}  # pause between writing and renaming
     process = subprocess.Popen(_cli(data, run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: glob.glob(os.path.join(run, ".tmp-*")), what="a checkpoint being written")
+        # config.json is also written through a temporary, briefly: wait for a checkpoint's
+        _wait(lambda: glob.glob(os.path.join(run, ".tmp-*.keras")), what="a checkpoint being written")
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()

@@ -80,6 +80,12 @@ def test_run_folder_safety(simple_dataset, tmp_path):
         run_training(_config(simple_dataset, tmp_path / "other"), resume=True, verbose=0)
     history = open(os.path.join(tmp_path / "run", "history.csv")).read()
     assert run_training(config, overwrite=True, verbose=0).completed_epochs == 1
+    killed_early = tmp_path / "killed_before_config"  # only a temporary of config.json landed
+    killed_early.mkdir()
+    (killed_early / ".tmp-999-config.json").write_text("{")
+    with pytest.raises(RunFolderError, match="nothing to resume"):
+        run_training(_config(simple_dataset, killed_early), resume=True, verbose=0)
+    assert run_training(_config(simple_dataset, killed_early, epochs=1), verbose=0).completed_epochs == 1
     precious = tmp_path / "documents"
     precious.mkdir()
     (precious / "thesis.txt").write_text("keep me")

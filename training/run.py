@@ -141,10 +141,10 @@ def open_run_folder(config: RunConfig, resume: bool, overwrite: bool) -> tuple[R
     """Returns the configuration to run (the stored one when resuming) and the run folder."""
     run_dir = os.path.abspath(config.out or os.path.join("runs", default_run_name(config)))
     config_path = os.path.join(run_dir, "config.json")
+    _remove_stale_temporaries(run_dir)  # a run killed before config.json landed leaves only these
     if resume:
         if not os.path.exists(config_path):
             raise RunFolderError(f"{run_dir}: nothing to resume (no config.json); start it without --resume")
-        _remove_stale_temporaries(run_dir)
         return RunConfig.load(config_path), run_dir
     if os.path.exists(run_dir) and os.listdir(run_dir):
         if not overwrite:
