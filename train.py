@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--color-constancy",
         action="store_true",
-        help="Shades-of-Gray colour constancy as the model's first layer (saved with it; default: off)",
+        help="Shades-of-Gray colour constancy on every image, at train, test and inference time "
+        "(and inside the exported SavedModel/TFLite; default: off)",
     )
     add(
         "--flooding",
@@ -155,9 +156,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="UNet channel cap; 'none' restores the uncapped reference (default: %(default)s)",
     )
     add(
+        "--padding",
+        choices=("reflect", "zeros"),
+        default=d.padding,
+        help="UNet convolution padding: reflect (the reference) or zeros (about 15%% faster on a CPU) "
+        "(default: %(default)s)",
+    )
+    add(
+        "--backbone",
+        choices=("resnet101", "resnet50"),
+        default=d.backbone,
+        help="DeepLabV3+ backbone, complete and dilated to output stride 16 (default: %(default)s, "
+        "the reference's)",
+    )
+    add(
         "--backbone-weights",
         default=d.backbone_weights,
-        help="imagenet, none, or a local weights file (DeepLab: ResNet50; HarDNet: encoder) (default: %(default)s)",
+        help="imagenet, none, or a local weights file (DeepLab: its ResNet; HarDNet: encoder) "
+        "(default: %(default)s: from scratch, as the reference)",
     )
     add(
         "--strategy",
@@ -255,6 +271,8 @@ def config_from_args(args):
         width=args.width,
         depth=args.depth,
         max_filters=args.max_filters,
+        padding=args.padding,
+        backbone=args.backbone,
         backbone_weights=args.backbone_weights,
         strategy=args.strategy,
         logical_cpus=args.logical_cpus,

@@ -80,8 +80,10 @@ def main(argv=None) -> None:
         "test_loss": summary["test_loss"],
         "dice": m["dice"]["mean"],
         "volume_similarity": m["volume_similarity"]["mean"],
-        "asd": m["asd"]["mean"],
+        "avg_hausdorff": m["avg_hausdorff"]["mean"],
+        "asd_medpy": m["asd_medpy"]["mean"],
         "hd": m["hd"]["mean"],
+        "hd95": m["hd95"]["mean"],
         "jaccard": m["jaccard"]["mean"],
         "best_epoch": summary["best_epoch"],
     }

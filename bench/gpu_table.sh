@@ -8,13 +8,16 @@
 # 2,000 img/s for the baseline and 500 img/s for bigger_deeper at 128 px in mixed precision, plus
 # ~30 s of start-up per row): mixed precision, batch 16, EPOCHS epochs per row,
 # last.keras/resume state only at the end (--checkpoint-every), best.keras whenever validation Dice improves.
-# DeepLabV3+ uses ImageNet ResNet50 weights when RESNET50_WEIGHTS names the Keras no-top file (the machine
-# has no network); otherwise it trains from scratch, and the row is named deeplabv3plus-scratch.
+# Rows run the reference's networks: DeepLabV3+ on a full ResNet-101 (output stride 16) from scratch, and
+# the UNets at the reference's widths (--max-filters none) where a checkpoint stays small enough to write
+# every time validation improves: bigger (124 M parameters) and deeper (498 M). The two 6-level rows
+# uncapped hold 1.12 and 1.99 billion parameters (4.5 and 8 GB per .keras file, three times that for the
+# resume state), beyond the device's 64 GB disk over a run, so they run capped at 1024 channels and their
+# rows say so ("-capped1024").
 set -euo pipefail
 DATA=${1:-../shared/data/isic_seed128}
 RUNS=${2:-runs_gpu}
 EPOCHS=${EPOCHS:-40}
-BACKBONE=${RESNET50_WEIGHTS:-none}
 COMMON=(--data "$DATA" --epochs "$EPOCHS" --batch-size 16 --mixed-precision --checkpoint-every "$EPOCHS" --verbose 2)
 export NO_ALBUMENTATIONS_UPDATE=1 TF_CPP_MIN_LOG_LEVEL=2
 
@@ -27,15 +30,14 @@ row() {  # NAME then train.py options
 
 mkdir -p "$RUNS"
 : > "$RUNS/timings.txt"
-row baseline                   --model baseline
-row "deeplabv3plus-$([ "$BACKBONE" = none ] && echo scratch || echo imagenet)" \
-                               --model deeplabv3plus --backbone-weights "$BACKBONE"
-row hardnet_mseg               --model hardnet_mseg
-row bigger                     --model bigger
-row deeper                     --model deeper
-row baseline-aug               --model baseline --aug
-row baseline-lrstep            --model baseline --lr-schedule step
-row baseline-flood0.1          --model baseline --flooding 0.1
-row bigger_deeper-aug          --model bigger_deeper --aug
-row slightly_bigger_deeper-aug --model slightly_bigger_deeper --aug
+row baseline                              --model baseline
+row deeplabv3plus-resnet101               --model deeplabv3plus --backbone resnet101 --backbone-weights none
+row hardnet_mseg                          --model hardnet_mseg
+row bigger                                --model bigger --max-filters none
+row deeper                                --model deeper --max-filters none
+row baseline-aug                          --model baseline --aug
+row baseline-lrstep                       --model baseline --lr-schedule step
+row baseline-flood0.1                     --model baseline --flooding 0.1
+row bigger_deeper-capped1024-aug          --model bigger_deeper --max-filters 1024 --aug
+row slightly_bigger_deeper-capped1024-aug --model slightly_bigger_deeper --max-filters 1024 --aug
 python evaluate.py --all --runs-dir "$RUNS" --baseline baseline

@@ -16,7 +16,7 @@ from bench.report import finish, parser, timed
 def runners(model, size, work):
     import tensorflow as tf
 
-    from models.inference import predict_probabilities
+    from models.inference import Forward, predict_probabilities
 
     export = os.path.join(work, f"saved_{size}")
     model.export(export, format="tf_saved_model", verbose=False)
@@ -25,8 +25,10 @@ def runners(model, size, work):
     interpreter = tf.lite.Interpreter(model_content=tflite, num_threads=os.cpu_count())
     interpreter.allocate_tensors()
 
+    forward = Forward(model)
+
     def keras_run(x):
-        return predict_probabilities(model, x)
+        return predict_probabilities(forward, x)
 
     def saved_run(x):
         return saved.serve(tf.constant(x)).numpy()

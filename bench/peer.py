@@ -1,5 +1,6 @@
-"""Keras against a peer: the same baseline UNet written in plain PyTorch (conv3x3-BN-ReLU twice
-per level, max-pool, 2x2 transposed conv, skip concatenation, 1x1 conv + sigmoid), same width,
+"""Keras against a peer: the same baseline UNet written in plain PyTorch (conv3x3 with bias and
+reflection padding, BN, ReLU twice per level; max-pool, 2x2 transposed conv, skip concatenation,
+1x1 conv + sigmoid: the reference's network), same width,
 depth, batch, image size, optimiser (Adam 1e-3) and loss (BCE), trained for the same number of
 steps on the same data. Images/s for training and inference, and the Keras/PyTorch ratios.
 PyTorch is optional (`pip install torch`, CPU build); without it this bench says so and stops.
@@ -23,10 +24,10 @@ def torch_unet(width: int, depth: int):
 
     def block(cin, cout):
         return nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.Conv2d(cin, cout, 3, padding=1, padding_mode="reflect"),
             nn.BatchNorm2d(cout, momentum=0.1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.Conv2d(cout, cout, 3, padding=1, padding_mode="reflect"),
             nn.BatchNorm2d(cout, momentum=0.1),
             nn.ReLU(inplace=True),
         )
@@ -105,7 +106,7 @@ def run_torch(batches, width, depth, steps):
 
 def run_keras(batches, width, depth, steps, size):
     from losses import get_loss
-    from models.inference import predict_probabilities
+    from models.inference import Forward, predict_probabilities
     from models.registry import build_model
     from training.trainer import SegmentationTrainer
 
@@ -118,10 +119,11 @@ def run_keras(batches, width, depth, steps, size):
     for k in range(steps):
         trainer.train_on_batch(*batches[k % len(batches)])
     train = steps * len(batches[0][0]) / (time.perf_counter() - start)
-    predict_probabilities(network, batches[0][0])
+    forward = Forward(network)
+    predict_probabilities(forward, batches[0][0])
     start = time.perf_counter()
     for k in range(steps):
-        predict_probabilities(network, batches[k % len(batches)][0])
+        predict_probabilities(forward, batches[k % len(batches)][0])
     infer = steps * len(batches[0][0]) / (time.perf_counter() - start)
     return sum(int(np.prod(w.shape)) for w in network.trainable_weights), train, infer
 

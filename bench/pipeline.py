@@ -16,9 +16,12 @@ from bench.report import finish, parser
 
 
 def delivery(pairs, size, batch, clahe, batches):
+    from data_pipeline.preprocess import Preprocessing
     from data_pipeline.tfdata import make_dataset, steps_per_epoch
 
-    ds = make_dataset(pairs, size, batch, training=True, seed=0, cache="memory", clahe=clahe)
+    ds = make_dataset(
+        pairs, size, batch, training=True, seed=0, cache="memory", preprocessing=Preprocessing(clahe=clahe)
+    )
     it = iter(ds)
     epoch = steps_per_epoch(len(pairs), batch)
     start = time.perf_counter()

@@ -51,13 +51,15 @@ class RandomTranspose(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="skinseg")
 class JointElasticTransform(keras.layers.Layer):
-    """Elastic deformation with one random field for image and mask."""
+    """Elastic deformation with one random field for image and mask, applied to each image with
+    probability `rate`. (Keras' `factor=p` draws each image's probability from U(0, p), which
+    warps about p/2 of the images; `(p, p)` makes it p.)"""
 
-    def __init__(self, factor=0.3, scale=(0.5, 1.0), seed=None, **kwargs):
+    def __init__(self, rate=0.3, scale=(0.5, 1.0), seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.factor, self.scale, self.seed = factor, scale, seed
+        self.rate, self.scale, self.seed = rate, scale, seed
         self.elastic = keras.layers.RandomElasticTransform(
-            factor=factor, scale=scale, fill_mode="reflect", value_range=(0.0, 1.0), seed=seed
+            factor=(rate, rate), scale=scale, fill_mode="reflect", value_range=(0.0, 1.0), seed=seed
         )
 
     def call(self, data, training=True):
@@ -75,7 +77,7 @@ class JointElasticTransform(keras.layers.Layer):
     def get_config(self):
         return {
             **super().get_config(),
-            "factor": self.factor,
+            "rate": self.rate,
             "scale": self.scale,
             "seed": self.seed,
         }
@@ -117,7 +119,7 @@ def build_augmenter(
             )
         )
     if elastic:
-        layers.append(JointElasticTransform(factor=elastic, seed=seed + 5, name="aug_elastic"))
+        layers.append(JointElasticTransform(rate=elastic, seed=seed + 5, name="aug_elastic"))
     if brightness:
         layers.append(
             keras.layers.RandomBrightness(

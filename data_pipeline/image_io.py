@@ -35,6 +35,14 @@ class Decoded:
     array: np.ndarray
     original_size: tuple[int, int]  # (height, width) of the file, before any draft decoding
     notes: tuple[str, ...] = ()  # conversions applied, for `inspect`
+    # (height, width) in original pixels that `array` covers. A JPEG decoded at 1/s scale covers
+    # its size rounded up to whole s-pixel blocks (the decoder averages edge-replicated padding
+    # into its last row and column), so a 1022-pixel-wide image decoded at 1/4 covers 1024.
+    extent: tuple[int, int] | None = None
+
+    @property
+    def covers(self) -> tuple[int, int]:
+        return self.extent or self.original_size
 
 
 def _open(path: str) -> Image.Image:
@@ -84,10 +92,14 @@ def read_image(path: str, min_size: tuple[int, int] | None = None) -> Decoded:
     """RGB uint8 array (H, W, 3). `min_size` lets JPEGs decode at a reduced scale that is still
     at least that large (DCT scaling: 1/2 to 1/8 of the work for a 128 px target)."""
     path = str(path)
+    extent = None
     with _open(path) as im:
         original = (im.size[1], im.size[0])
         if min_size is not None and im.format == "JPEG":
-            im.draft(im.mode, (min_size[1], min_size[0]))
+            drafted = im.draft(im.mode, (min_size[1], min_size[0]))
+            if drafted is not None:
+                scale = round(original[1] / drafted[1][2])
+                extent = (im.size[1] * scale, im.size[0] * scale)
         _load(path, im)
         mode = im.mode
         notes: list[str] = []
@@ -110,7 +122,7 @@ def read_image(path: str, min_size: tuple[int, int] | None = None) -> Decoded:
             notes.append(f"{mode} image converted to RGB")
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
-    return Decoded(np.ascontiguousarray(arr, dtype=np.uint8), original, tuple(notes))
+    return Decoded(np.ascontiguousarray(arr, dtype=np.uint8), original, tuple(notes), extent)
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -148,23 +160,44 @@ def read_mask(path: str) -> Decoded:
     return Decoded(mask, original, tuple(notes))
 
 
+def _interpolation(source: tuple[int, int], target: tuple[int, int]) -> int:
+    """Area when shrinking (no aliasing), bilinear otherwise. Both are centre-aligned: output
+    pixel i covers source pixels [i, i + 1) * scale. (Nearest neighbour is not: OpenCV's
+    INTER_NEAREST samples floor(i * scale), which moves a mask half a pixel down and right.)"""
+    shrinking = source[0] >= target[0] and source[1] >= target[1]
+    return cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+
+
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area interpolation when shrinking (no aliasing), bilinear when enlarging."""
     h, w = size
     if image.shape[:2] == (h, w):
         return image
-    shrinking = image.shape[0] >= h and image.shape[1] >= w
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(image, (w, h), interpolation=interpolation)
+    return cv2.resize(image, (w, h), interpolation=_interpolation(image.shape[:2], size))
 
 
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest neighbour, so a mask stays binary."""
+def resize_mask(mask: np.ndarray, size: tuple[int, int], extent: tuple[int, int] | None = None) -> np.ndarray:
+    """Resample a boolean mask with exactly the geometry of `resize_image` (the same
+    interpolation on 0/255), then keep the pixels that are more than half lesion: the mask stays
+    binary and centred on its image. `extent`: the original pixels the *image* array covers when
+    that is more than the mask (a DCT-scaled JPEG); the mask is edge-padded to it first, as the
+    JPEG decoder padded the image."""
+    mask = np.asarray(mask).astype(np.uint8) * 255 if mask.dtype == bool else np.asarray(mask, np.uint8)
+    if extent is not None and extent != mask.shape[:2]:
+        pad_h, pad_w = extent[0] - mask.shape[0], extent[1] - mask.shape[1]
+        mask = cv2.copyMakeBorder(mask, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
     h, w = size
-    if mask.shape[:2] == (h, w):
-        return mask
-    resized = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
-    return resized.astype(mask.dtype)
+    if mask.shape[:2] != (h, w):
+        mask = cv2.resize(mask, (w, h), interpolation=_interpolation(mask.shape[:2], size))
+    return mask > 127
+
+
+def to_original(values: np.ndarray, original_size: tuple[int, int], extent=None) -> np.ndarray:
+    """The inverse of the image's resampling: a model-resolution map (e.g. lesion probabilities)
+    resized bilinearly onto the original pixels (through `extent` when the image was DCT-scaled,
+    then cropped to the original size)."""
+    h, w = extent or original_size
+    out = cv2.resize(values, (w, h), interpolation=cv2.INTER_LINEAR)
+    return out[: original_size[0], : original_size[1]]
 
 
 def write_image(path: str, array: np.ndarray, quality: int = 95) -> None:

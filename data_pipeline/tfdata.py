@@ -1,6 +1,6 @@
-"""Assemble the `tf.data` pipeline: decode -> resize -> (CLAHE) -> cache -> shuffle -> batch -> prefetch.
+"""Assemble the `tf.data` pipeline: decode -> preprocess -> cache -> shuffle -> batch -> prefetch.
 
-The deterministic part (decode, resize, CLAHE) runs once and is cached as uint8; everything random
+The deterministic part (decode, resize, CLAHE, colour constancy) runs once and is cached as uint8; everything random
 happens later, on batches, inside the compiled train step (see `augment.py`). Elements are
 (images float32 in [0, 1] of shape (B, H, W, 3), masks float32 {0, 1} of shape (B, H, W, 1)).
 """
@@ -12,11 +12,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline.cpu_transforms import clahe_transform
 from data_pipeline.discovery import Pair
-from data_pipeline.image_io import read_image, read_mask, resize_image, resize_mask
+from data_pipeline.image_io import read_image, read_mask, resize_mask
+from data_pipeline.preprocess import Preprocessing, prepare_image
 
-CACHE_MODES = ("auto", "memory", "disk", "none")
 _AUTO_MEMORY_SHARE = 0.25  # cache in RAM while the decoded set takes under this share of it
 
 
@@ -24,19 +23,16 @@ def as_hw(size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def prepare_image(image: np.ndarray, size, clahe: bool = False) -> np.ndarray:
-    """The deterministic preprocessing of one decoded RGB image (uint8): resize, then CLAHE.
-    Training, evaluation and predict.py all go through here, so they see the same input."""
-    image = resize_image(image, as_hw(size))
-    return clahe_transform()(image=image)["image"] if clahe else image
-
-
-def load_example(image_path: str, mask_path: str, size, clahe: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The deterministic part for one pair: uint8 image (H, W, 3) and uint8 {0, 1} mask (H, W, 1)."""
+def load_example(
+    image_path: str, mask_path: str, size, spec: Preprocessing = Preprocessing()
+) -> tuple[np.ndarray, np.ndarray]:
+    """The deterministic part for one pair: uint8 image (H, W, 3) and uint8 {0, 1} mask (H, W, 1),
+    the mask resampled with the image's own geometry."""
     hw = as_hw(size)
-    image = prepare_image(read_image(image_path, min_size=hw).array, hw, clahe)
-    mask = resize_mask(read_mask(mask_path).array.astype(np.uint8), hw)
-    return image, mask[:, :, None]
+    decoded = read_image(image_path, min_size=hw)
+    image = prepare_image(decoded.array, hw, spec)
+    mask = resize_mask(read_mask(mask_path).array, hw, decoded.covers)
+    return image, mask.astype(np.uint8)[:, :, None]
 
 
 def available_memory() -> int:
@@ -68,9 +64,8 @@ def make_dataset(
     seed: int = 0,
     cache: str = "memory",
     cache_dir: str | None = None,
-    clahe: bool = False,
+    preprocessing: Preprocessing = Preprocessing(),
     cpu_augment=None,
-    repeat: bool | None = None,
 ) -> tf.data.Dataset:
     """Batched (images, masks). Training sets are shuffled (seeded), drop their last partial batch
     (static shapes, no one-image BatchNorm batches) and repeat, so an epoch is `steps_per_epoch(...)`
@@ -81,7 +76,7 @@ def make_dataset(
     cache = resolve_cache(cache, len(pairs), hw)
 
     def load(image_path, mask_path):
-        return load_example(image_path.decode(), mask_path.decode(), hw, clahe)
+        return load_example(os.fsdecode(image_path), os.fsdecode(mask_path), hw, preprocessing)
 
     def decode(image_path, mask_path):
         image, mask = tf.numpy_function(load, [image_path, mask_path], (tf.uint8, tf.uint8))
@@ -89,7 +84,10 @@ def make_dataset(
         mask.set_shape((*hw, 1))
         return image, mask
 
-    ds = tf.data.Dataset.from_tensor_slices(([p.image for p in pairs], [p.mask for p in pairs]))
+    # Paths travel as bytes: a file name that is not valid UTF-8 still names its file.
+    ds = tf.data.Dataset.from_tensor_slices(
+        ([os.fsencode(p.image) for p in pairs], [os.fsencode(p.mask) for p in pairs])
+    )
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache == "memory":
         ds = ds.cache()
@@ -106,7 +104,7 @@ def make_dataset(
     drop = training and len(pairs) >= batch_size
     ds = ds.batch(batch_size, drop_remainder=drop)
     ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    if repeat if repeat is not None else training:
+    if training:
         ds = ds.repeat()
     return ds.prefetch(tf.data.AUTOTUNE)
 

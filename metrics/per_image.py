@@ -17,8 +17,9 @@ METRICS = (
     "volume_similarity",
     "hd",
     "hd95",
-    "asd",
-    "assd",
+    "avg_hausdorff",
+    "asd_medpy",
+    "assd_medpy",
 )
 
 

@@ -14,11 +14,13 @@ COLUMNS = (
     ("test_loss", "Test loss", False, "{:.4f}"),
     ("dice", "Dice", True, "{:.4f}"),
     ("volume_similarity", "Volume similarity", True, "{:.4f}"),
-    ("asd", "Average surface distance", False, "{:.4f}"),
+    ("avg_hausdorff", "ASD (ITK avg. Hausdorff)", False, "{:.4f}"),
     ("hd", "Hausdorff distance", False, "{:.4g}"),
     ("jaccard", "Jaccard", True, "{:.4f}"),
     ("threshold_jaccard", "Threshold Jaccard", True, "{:.4f}"),
     ("hd95", "HD95", False, "{:.4g}"),
+    ("asd_medpy", "MedPy ASD (pred. to truth)", False, "{:.4g}"),
+    ("assd_medpy", "MedPy ASSD", False, "{:.4g}"),
     ("params", "Parameters", False, "{:,}"),
     ("ms_per_image", "Inference ms/image", False, "{:.2f}"),
 )
@@ -40,7 +42,17 @@ def table_row(summary: dict) -> dict:
     m = summary["metrics"]
     row = {
         key: m[key]["mean"]
-        for key in ("dice", "volume_similarity", "asd", "hd", "jaccard", "threshold_jaccard", "hd95")
+        for key in (
+            "dice",
+            "volume_similarity",
+            "avg_hausdorff",
+            "hd",
+            "jaccard",
+            "threshold_jaccard",
+            "hd95",
+            "asd_medpy",
+            "assd_medpy",
+        )
         if "mean" in m[key]
     }
     row.update(

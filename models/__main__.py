@@ -9,23 +9,33 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from models.registry import DEFAULT_MAX_FILTERS  # noqa: E402
 
-def summarize(image_size: int, names=None) -> list[dict]:
+
+def summarize(
+    image_size: int, names=None, max_filters=DEFAULT_MAX_FILTERS, backbone="resnet101"
+) -> list[dict]:
     import keras
 
     from models.complexity import count_params, forward_flops
     from models.registry import PRESETS, build_model
+    from models.unet import level_filters
 
     rows = []
     for name in names or PRESETS:
-        model = build_model(name, image_size)
+        preset = PRESETS[name]
+        model = build_model(name, image_size, max_filters=max_filters, backbone=backbone)
+        capped = preset.family == "unet" and level_filters(
+            preset.width, preset.depth, max_filters
+        ) != level_filters(preset.width, preset.depth, None)
         rows.append(
             {
                 "name": name,
                 **count_params(model),
                 "gflops": round(forward_flops(model) / 1e9, 3),
                 "image_size": image_size,
-                "reference_row": PRESETS[name].reference_row,
+                "capped": capped,
+                "reference_row": preset.reference_row,
             }
         )
         del model
@@ -40,6 +50,13 @@ def main(argv=None) -> int:
     summary.add_argument("--image-size", type=int, default=128, help="input size in pixels (default: 128)")
     summary.add_argument("--json", action="store_true", help="print a JSON list")
     summary.add_argument("--models", nargs="+", help="only these presets")
+    summary.add_argument(
+        "--max-filters",
+        type=lambda t: None if t.lower() in ("none", "0") else int(t),
+        default=DEFAULT_MAX_FILTERS,
+        help="UNet channel cap; none: the reference's widths (default: %(default)s)",
+    )
+    summary.add_argument("--backbone", default="resnet101", help="DeepLabV3+ backbone (default: %(default)s)")
     convert = sub.add_parser("convert-hardnet68", help="PyTorch HarDNet68 checkpoint -> encoder .weights.h5")
     convert.add_argument("source", help="hardnet68.pth (needs torch) or a .npz of its state dict")
     convert.add_argument("target", help="output, ending in .weights.h5")
@@ -61,16 +78,17 @@ def main(argv=None) -> int:
     except UnknownModelError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    rows = summarize(args.image_size, names)
+    rows = summarize(args.image_size, names, args.max_filters, args.backbone)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     print(
-        f"{'model':<24}{'params':>14}{'trainable':>14}{'GFLOPs@' + str(args.image_size):>12}  reference row"
+        f"{'model':<24}{'params':>15}{'trainable':>15}{'GFLOPs@' + str(args.image_size):>12}  capped  reference row"
     )
     for r in rows:
         print(
-            f"{r['name']:<24}{r['params']:>14,}{r['trainable_params']:>14,}{r['gflops']:>12.2f}  {r['reference_row']}"
+            f"{r['name']:<24}{r['params']:>15,}{r['trainable_params']:>15,}{r['gflops']:>12.2f}  "
+            f"{'yes' if r['capped'] else 'no':<6}  {r['reference_row']}"
         )
     return 0
 

@@ -15,10 +15,9 @@ def count_params(model: keras.Model) -> dict[str, int]:
 
 def forward_flops(model: keras.Model) -> int:
     """Floating-point operations of one forward pass of one image."""
-    from tensorflow.python.profiler import model_analyzer, option_builder
-
+    profiler = tf.compat.v1.profiler
     spec = tf.TensorSpec([1, *model.input_shape[1:]], tf.float32)
     graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
-    options = option_builder.ProfileOptionBuilder.float_operation()
+    options = profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    return int(model_analyzer.profile(graph, options=options).total_float_ops)
+    return int(profiler.profile(graph, options=options).total_float_ops)

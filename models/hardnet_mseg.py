@@ -7,6 +7,8 @@ the PyTorch module names (`base3_layer5` is `base.3.layers.5`) so that converted
 Trainable parameters: 17,423,837 (encoder 16,540,348 + decoder 883,489), exactly the reference's
 forward pass (PyTorch counts BatchNorm's running statistics as buffers, like Keras' non-trainable
 weights). The reference's unused reverse-attention branches and ImageNet classifier are left out.
+Strided convolutions and the stem's max-pool pad symmetrically, as PyTorch does (TF's "same"
+would pad the bottom and right only, shifting every feature map against converted weights).
 One difference: Keras' bilinear upsampling uses half-pixel centres where the reference used
 PyTorch's align_corners=True; weights transfer, outputs differ slightly at the borders.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.blocks import BN_MOMENTUM, image_input
+from models.blocks import batch_norm, image_input
 
 # HarDNet68
 STEM = (32, 64)
@@ -28,6 +30,9 @@ GRMUL = 1.7
 
 
 def _conv_bn(x, filters, kernel, name, *, strides=1, dilation=1, activation=None, padding="same"):
+    if strides > 1:  # PyTorch pads kernel // 2 on every side; TF's "same" would pad bottom/right only
+        x = layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
+        padding = "valid"
     x = layers.Conv2D(
         filters,
         kernel,
@@ -37,7 +42,7 @@ def _conv_bn(x, filters, kernel, name, *, strides=1, dilation=1, activation=None
         use_bias=False,
         name=f"{name}_conv",
     )(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=1e-5, name=f"{name}_bn")(x)
+    x = batch_norm(x, f"{name}_bn")
     if activation == "relu6":
         x = layers.ReLU(6.0, name=f"{name}_relu6")(x)
     return x
@@ -79,7 +84,10 @@ def hardnet68(inputs) -> list:
     """The encoder's features at strides 4, 8, 16 and 32 (128, 320, 640, 1024 channels)."""
     x = _conv_bn(inputs, STEM[0], 3, "base0", strides=2, activation="relu6")
     x = _conv_bn(x, STEM[1], 3, "base1", activation="relu6")
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="base2_pool")(x)
+    # nn.MaxPool2d(3, 2, padding=1): symmetric. Zero padding equals PyTorch's -inf padding here,
+    # because the input comes out of a ReLU6 and is never negative.
+    x = layers.ZeroPadding2D(1, name="base2_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="base2_pool")(x)
     features = []
     index = 3
     for i in range(len(N_LAYERS)):
@@ -140,7 +148,6 @@ def build_hardnet_mseg(
     channels: int = 32,
     encoder_weights: str | None = None,
     name: str = "hardnet_mseg",
-    color_constancy: bool = False,
 ) -> keras.Model:
     """Inputs: RGB in [0, 1], size divisible by 32. `encoder_weights`: optional path to a
     `.weights.h5` file of the HarDNet68 encoder (`hardnet68_encoder(...)`), e.g. converted from
@@ -148,11 +155,11 @@ def build_hardnet_mseg(
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     if h % 32 or w % 32:
         raise ValueError(f"image size {h}x{w} is not divisible by 32 (the encoder's output stride)")
-    inputs, x = image_input(h, w, color_constancy)
+    inputs = image_input(h, w)
     encoder = hardnet68_encoder((h, w))
     if encoder_weights not in (None, "none"):
         encoder.load_weights(encoder_weights)
-    _, x2, x3, x4 = encoder(x)
+    _, x2, x3, x4 = encoder(inputs)
     logits = aggregation(
         rfb(x4, channels, "rfb4_1"),
         rfb(x3, channels, "rfb3_1"),

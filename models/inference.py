@@ -1,15 +1,18 @@
-"""Load a saved segmenter and run it, optionally with flip test-time augmentation."""
+"""Load a saved segmenter and run it: flip test-time augmentation, and a stream that decodes the
+next batch of images in threads while the model works on the current one."""
 
 from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-import models.blocks  # noqa: F401  (registers the custom layers before loading)
+from data_pipeline.errors import DataError
 
 
 class ModelLoadError(RuntimeError):
@@ -32,24 +35,71 @@ def input_size(model: keras.Model) -> tuple[int, int]:
     return int(model.input_shape[1]), int(model.input_shape[2])
 
 
-def _forward(model: keras.Model):
-    """One traced inference function per model, for any batch size (no retracing per shape)."""
-    fn = getattr(model, "_skinseg_forward", None)
-    if fn is None:
+class Forward:
+    """The model's inference pass traced once for any batch size (no retracing per shape)."""
+
+    def __init__(self, model: keras.Model):
         spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
-        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-        model._skinseg_forward = fn
-    return fn
+        self.model = model
+        self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self._fn(tf.constant(images, tf.float32)).numpy()[..., 0]
 
 
-def predict_probabilities(model: keras.Model, images: np.ndarray, tta: bool = False) -> np.ndarray:
+def predict_probabilities(forward: Forward, images: np.ndarray, tta: bool = False) -> np.ndarray:
     """(B, H, W) lesion probabilities for float images in [0, 1]. TTA averages the identity and
     the horizontal, vertical and double flips, each flipped back."""
-    forward = _forward(model)
     flips = ((), (2,), (1,), (1, 2)) if tta else ((),)
     total = np.zeros(images.shape[:3], np.float32)
     for axes in flips:
         flipped = np.ascontiguousarray(np.flip(images, axes)) if axes else images
-        pred = forward(tf.constant(flipped, tf.float32)).numpy()[..., 0]
+        pred = forward(flipped)
         total += np.flip(pred, axes) if axes else pred
     return total / len(flips)
+
+
+def stream_predictions(
+    forward: Forward,
+    items: Iterable,
+    load: Callable,
+    *,
+    batch_size: int = 8,
+    tta: bool = False,
+    workers: int | None = None,
+) -> Iterator[tuple[object, np.ndarray | None, object]]:
+    """Yields (item, probabilities at the model's input size, extra) for each item, in order.
+
+    `load(item)` returns (uint8 model input (H, W, 3), extra); it runs in a thread pool one batch
+    ahead of the model (decoding, resizing and the model's work overlap: Pillow, OpenCV and
+    TensorFlow all release the GIL). When `load` raises a `DataError` (an unreadable file), the
+    item is yielded as (item, None, the error) and the stream goes on. Memory holds two batches."""
+    items = list(items)
+    batches = [items[k : k + batch_size] for k in range(0, len(items), batch_size)]
+
+    def safe_load(item):
+        try:
+            return load(item)
+        except DataError as err:
+            return err
+
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        pending = [pool.submit(safe_load, item) for item in batches[0]] if batches else []
+        for k, batch in enumerate(batches):
+            results = [future.result() for future in pending]
+            pending = (
+                [pool.submit(safe_load, item) for item in batches[k + 1]] if k + 1 < len(batches) else []
+            )
+            ready = [r for r in results if not isinstance(r, DataError)]
+            probs = iter(
+                predict_probabilities(
+                    forward, np.stack([r[0] for r in ready]).astype(np.float32) / 255.0, tta
+                )
+                if ready
+                else ()
+            )
+            for item, result in zip(batch, results):
+                if isinstance(result, DataError):
+                    yield item, None, result
+                else:
+                    yield item, next(probs), result[1]

@@ -1,14 +1,10 @@
-"""Model names -> builders. `build_model(name, ...)` is the one way the CLI makes a model."""
+"""Model names -> builders. `build_model(name, ...)` is the one way the CLI makes a model.
+
+Importing this module is cheap (no Keras): the command lines list the names in `--help`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import keras
-
-from models.deeplab import build_deeplabv3plus
-from models.hardnet_mseg import build_hardnet_mseg
-from models.unet import build_unet
 
 
 @dataclass(frozen=True)
@@ -33,6 +29,9 @@ PRESETS = {
     )
 }
 ALIASES = {"unet": "baseline"}
+BACKBONES = ("resnet101", "resnet50")
+PADDINGS = ("reflect", "zeros")
+DEFAULT_MAX_FILTERS = 1024
 
 # CPU-sized variants (bench, README's CPU commands): UNet widths halved or quartered so that a
 # 2-core CPU trains each at 128 px in minutes per epoch; DeepLab and HarDNet are used as they are.
@@ -69,34 +68,30 @@ def build_model(
     *,
     width: int | None = None,
     depth: int | None = None,
-    max_filters: int | None = 1024,
+    max_filters: int | None = DEFAULT_MAX_FILTERS,
+    padding: str = "reflect",
+    backbone: str = "resnet101",
     backbone_weights: str | None = "none",
-    color_constancy: bool = False,
-) -> keras.Model:
+):
     """Build preset `name`; `width`/`depth` override the preset (CPU-sized variants).
-    `backbone_weights` is "imagenet", "none" or a path (DeepLab: ResNet50; HarDNet: encoder)."""
+    `backbone_weights` is "imagenet", "none" or a path (DeepLab: its ResNet; HarDNet: encoder)."""
     preset = resolve(name)
     width = width or preset.width
     if preset.family == "unet":
-        return build_unet(
-            image_size,
-            width,
-            depth or preset.depth,
-            max_filters,
-            name=preset.name,
-            color_constancy=color_constancy,
-        )
+        from models.unet import build_unet
+
+        return build_unet(image_size, width, depth or preset.depth, max_filters, preset.name, padding)
     if depth is not None:
         raise ValueError(f"--depth applies to the UNet family only, not {preset.name}")
     if preset.family == "deeplabv3plus":
-        return build_deeplabv3plus(
-            image_size, width, backbone_weights, name=preset.name, color_constancy=color_constancy
-        )
+        from models.deeplab import build_deeplabv3plus
+
+        return build_deeplabv3plus(image_size, width, backbone, backbone_weights, name=preset.name)
+    from models.hardnet_mseg import build_hardnet_mseg
+
     if backbone_weights == "imagenet":
         raise ValueError(
             "no ImageNet HarDNet68 weights ship with Keras; pass a local encoder weights file "
             "(.weights.h5) with --backbone-weights PATH, or none"
         )
-    return build_hardnet_mseg(
-        image_size, width, backbone_weights, name=preset.name, color_constancy=color_constancy
-    )
+    return build_hardnet_mseg(image_size, width, backbone_weights, name=preset.name)

@@ -53,9 +53,7 @@ def test_stock_elastic_with_dict_misaligns_which_is_why_we_wrap_it():
     stock_bad = _misaligned(
         keras.ops.convert_to_numpy(out["images"]), keras.ops.convert_to_numpy(out["segmentation_masks"])
     )
-    ours = JointElasticTransform(factor=1.0, scale=1.0, seed=0)(
-        {"images": images, "segmentation_masks": masks}
-    )
+    ours = JointElasticTransform(rate=1.0, scale=1.0, seed=0)({"images": images, "segmentation_masks": masks})
     assert (
         _misaligned(
             keras.ops.convert_to_numpy(ours["images"]), keras.ops.convert_to_numpy(ours["segmentation_masks"])
@@ -83,9 +81,14 @@ def test_full_policy_is_seeded_and_inactive_outside_training():
 
     first = build_augmenter(seed=7)(data(), training=True)
     second = build_augmenter(seed=7)(data(), training=True)
-    np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(first["images"]), keras.ops.convert_to_numpy(second["images"])
-    )
+    other = build_augmenter(seed=8)(data(), training=True)
+    for key in ("images", "segmentation_masks"):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(first[key]), keras.ops.convert_to_numpy(second[key])
+        )
+        assert not np.array_equal(
+            keras.ops.convert_to_numpy(first[key]), keras.ops.convert_to_numpy(other[key])
+        )
     idle = build_augmenter(seed=7)(data(), training=False)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(idle["images"]), images)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(idle["segmentation_masks"]), masks)
@@ -96,3 +99,23 @@ def test_random_transpose_on_plain_tensors():
     out = keras.ops.convert_to_numpy(RandomTranspose(seed=1)(x, training=True))
     for a, b in zip(out, x):
         assert np.array_equal(a, b) or np.array_equal(a, b.transpose(1, 0, 2))
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.8])
+def test_elastic_rate_is_the_share_of_images_warped(rate):
+    """Keras draws each image's probability from U(0, factor) for a single float, which would warp
+    about rate/2 of the images; over 1,000 images the share must be `rate` within 0.05. (The draw
+    itself is read: warping 1,000 images takes Keras minutes on a CPU.)"""
+    images = np.zeros((1000, 8, 8, 4), "float32")
+    layer = JointElasticTransform(rate=rate, scale=1.0, seed=1)
+    decision = layer.elastic.get_random_transformation(images, training=True)
+    warped = keras.ops.convert_to_numpy(decision["apply_transform"])
+    assert warped.shape == (1000,) and abs(warped.mean() - rate) < 0.05
+    stock = keras.layers.RandomElasticTransform(factor=rate, seed=1).get_random_transformation(images)
+    assert keras.ops.convert_to_numpy(stock["apply_transform"]).mean() < rate - 0.05  # the trap
+    small = np.random.default_rng(0).random((4, 8, 8, 3)).astype("float32")
+    masks = np.zeros((4, 8, 8, 1), "float32")
+    always = JointElasticTransform(rate=1.0, scale=1.0, seed=1)(
+        {"images": small, "segmentation_masks": masks}
+    )
+    assert (np.abs(keras.ops.convert_to_numpy(always["images"]) - small).max(axis=(1, 2, 3)) > 1e-6).all()

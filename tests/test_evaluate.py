@@ -1,13 +1,19 @@
 import csv
 import json
+import math
 import os
 import time
 
+import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 import evaluate
+from data_pipeline.discovery import Pair
 from data_pipeline.image_io import read_mask
+from data_pipeline.split import write_split
+from evaluation.score_run import SUMMARY_VERSION, EvalSettings, evaluate_run
 from tests.conftest import TINY_RUN
 from training.config import RunConfig
 from training.run import run_training
@@ -28,53 +34,62 @@ def runs(tmp_path_factory):
     return str(runs_dir)
 
 
+def _rows(run):
+    return list(csv.DictReader(open(os.path.join(run, "eval", "per_image.csv"))))
+
+
 def test_evaluate_run_writes_per_image_csv_and_summary(runs):
     run = os.path.join(runs, "baseline")
-    summary = evaluate.evaluate_run(run)
-    rows = list(csv.DictReader(open(os.path.join(run, "eval", "per_image.csv"))))
+    summary = evaluate_run(run)
+    rows = _rows(run)
     assert len(rows) == 6 == summary["n"]
-    assert {"id", "dice", "jaccard", "threshold_jaccard", "hd", "hd95", "asd", "assd", "empty_case"} <= set(
-        rows[0]
-    )
+    expected = {"id", "dice", "jaccard", "threshold_jaccard", "hd", "hd95", "avg_hausdorff", "asd_medpy"}
+    assert expected | {"assd_medpy", "empty_case", "loss"} <= set(rows[0])
     stored = json.load(open(os.path.join(run, "eval", "summary.json")))
     dice = stored["metrics"]["dice"]
     assert dice["mean"] == pytest.approx(np.mean([float(r["dice"]) for r in rows]))
     assert dice["ci95"][0] <= dice["mean"] <= dice["ci95"][1]
+    assert stored["test_loss"] == pytest.approx(np.mean([float(r["loss"]) for r in rows]))
     assert stored["test_loss"] > 0 and stored["train_loss"] > 0 and stored["params"] > 0
-    assert stored["settings"]["at"] == "input"
+    assert stored["settings"]["at"] == "original"  # the default
+    truth = read_mask(json.load(open(os.path.join(run, "split.json")))["test"][0]["mask"]).array
+    assert int(rows[0]["truth_pixels"]) == int(truth.sum())  # 48x64 originals, not 32x32
     assert os.path.exists(os.path.join(run, "eval", "cases.png"))
 
 
-def test_at_original_scores_full_size_masks(runs):
+def test_at_input_scores_the_resampled_masks(runs):
     run = os.path.join(runs, "baseline")
-    summary = evaluate.evaluate_run(run, at="original", tta=True, figures=False)
-    rows = list(csv.DictReader(open(os.path.join(run, "eval", "per_image.csv"))))
-    truth = read_mask(json.load(open(os.path.join(run, "split.json")))["test"][0]["mask"]).array
-    assert int(rows[0]["truth_pixels"]) == int(truth.sum())  # 48x64 originals, not 32x32
+    summary = evaluate_run(run, EvalSettings(at="input", tta=True), figures=False)
+    rows = _rows(run)
+    assert max(int(r["truth_pixels"]) + int(r["pred_pixels"]) for r in rows) <= 2 * 32 * 32
     assert summary["settings"] == {
-        "at": "original",
+        "at": "input",
         "tta": True,
         "threshold": 0.5,
         "empty": "diagonal",
         "data": None,
-        "version": evaluate.SUMMARY_VERSION,
+        "spacing": None,
+        "version": SUMMARY_VERSION,
     }
 
 
 def test_all_writes_results_table_and_skips_up_to_date_runs(runs, caplog):
     assert evaluate.main(["--all", "--runs-dir", runs]) == 0
     table = open(os.path.join(runs, "results.md")).read()
+    assert "scored at each image's original size" in table
     header = next(line for line in table.splitlines() if line.startswith("| Run"))
     order = [
         "Train loss",
         "Test loss",
         "Dice",
         "Volume similarity",
-        "Average surface distance",
+        "ASD (ITK avg. Hausdorff)",  # the reference's column position
         "Hausdorff distance",
         "Jaccard",
         "Threshold Jaccard",
         "HD95",
+        "MedPy ASD (pred. to truth)",
+        "MedPy ASSD",
         "Parameters",
         "Inference ms/image",
     ]
@@ -100,3 +115,106 @@ def test_errors_name_the_file(tmp_path, capsys):
     assert evaluate.main(["--run", str(run)]) == 2
     assert "best.keras: not a .keras model file" in capsys.readouterr().err
     assert evaluate.main(["--all", "--runs-dir", str(tmp_path / "none")]) == 2
+
+
+# Values, against hand computation. The images *are* their masks (lesion black on white, PNG),
+# so a model can read the truth off its input: a 1x1 convolution gives sigmoid(k (0.5 - mean)),
+# 0.5 exactly where a pixel is half lesion, i.e. where the resampled mask's edge lies.
+
+
+def _scripted_model(size, kernel=None, bias=0.0, k=4.0, shift=0):
+    """A 1x1 (or (2 shift + 1)-wide, shifting) convolution and a float32 sigmoid."""
+    inputs = keras.Input((size, size, 3), name="image")
+    width = 2 * shift + 1
+    conv = keras.layers.Conv2D(1, (1, width), padding="same", name="logits")
+    outputs = keras.layers.Activation("sigmoid", dtype="float32", name="mask")(conv(inputs))
+    model = keras.Model(inputs, outputs)
+    weights = np.zeros((1, width, 3, 1), "float32")
+    weights[0, 0, :, 0] = -k / 3 if kernel is None else kernel  # tap 0 reads `shift` columns left
+    conv.set_weights([weights, np.array([k / 2 if kernel is None else bias], "float32")])
+    return model
+
+
+def _fake_run(root, images, model, size):
+    """A run folder holding `model` as best.keras and the given (id, image, mask) test pairs."""
+    data = root / "data"
+    (data / "image").mkdir(parents=True)
+    (data / "label").mkdir(parents=True)
+    pairs = []
+    for id_, image, mask in images:
+        Image.fromarray(image).save(data / "image" / f"{id_}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(data / "label" / f"{id_}_segmentation.png")
+        pairs.append(
+            Pair(id_, str(data / "image" / f"{id_}.png"), str(data / "label" / f"{id_}_segmentation.png"))
+        )
+    run = root / "run"
+    run.mkdir()
+    RunConfig(out=str(run), data=str(data), image_size=size).save(str(run / "config.json"))
+    write_split(str(run / "split.json"), {"train": [], "validation": [], "test": pairs})
+    model.save(run / "best.keras")
+    return str(run)
+
+
+def _ellipses(shape, seed):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    cy, cx = rng.uniform(0.35, 0.65, 2) * shape
+    ry, rx = rng.uniform(0.15, 0.3, 2) * shape
+    mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+    return np.repeat(np.where(mask, 0, 255).astype(np.uint8)[..., None], 3, axis=2), mask
+
+
+@pytest.fixture
+def odd_sized(tmp_path):
+    """Lesions in 203x299 images (not a multiple of the 64 px input), an oracle model."""
+    images = [(f"ISIC_{k:07d}", *_ellipses((203, 299), k)) for k in range(3)]
+    return _fake_run(tmp_path, images, _scripted_model(64), 64), images
+
+
+def test_oracle_scores_perfectly_at_input_and_nearly_at_original_size(odd_sized):
+    run, images = odd_sized
+    evaluate_run(run, EvalSettings(at="input"), figures=False)
+    for row in _rows(run):
+        assert float(row["dice"]) == 1.0 and float(row["hd"]) == 0.0 and float(row["avg_hausdorff"]) == 0.0
+    evaluate_run(run, figures=False)  # at original size: bilinear upsampling of a 64 px map
+    for row, (_, _, mask) in zip(_rows(run), images):
+        assert int(row["truth_pixels"]) == mask.sum()
+        assert float(row["dice"]) >= 0.99
+        assert float(row["hd"]) <= 2.0  # one 64-px input pixel spans 4.7 x 3.2 original pixels
+        assert float(row["avg_hausdorff"]) < 0.05
+
+
+def test_inverted_and_empty_predictions_score_as_computed_by_hand(tmp_path):
+    image, mask = _ellipses((64, 64), 0)
+    inverted = _fake_run(tmp_path / "inv", [("a", image, mask)], _scripted_model(64, k=-4.0), 64)
+    evaluate_run(inverted, figures=False)
+    row = _rows(inverted)[0]
+    g, p = mask.sum(), (~mask).sum()
+    assert float(row["dice"]) == 0.0 and float(row["jaccard"]) == 0.0
+    assert float(row["volume_similarity"]) == pytest.approx(1 - abs(p - g) / (p + g))
+    assert float(row["sensitivity"]) == 0.0 and float(row["specificity"]) == 0.0
+    empty = _fake_run(tmp_path / "empty", [("a", image, mask)], _scripted_model(64, [0, 0, 0], -10.0), 64)
+    summary = evaluate_run(empty, figures=False)
+    row = _rows(empty)[0]
+    assert (float(row["dice"]), int(row["pred_pixels"]), row["empty_case"]) == (0.0, 0, "prediction_empty")
+    assert float(row["hd"]) == pytest.approx(math.hypot(64, 64))  # the image diagonal
+    assert summary["empty_cases"]["prediction_empty"] == 1
+
+
+def test_shifted_prediction_costs_what_the_shift_says(tmp_path):
+    """A w x h rectangle predicted s columns to the right: Dice 1 - s/w, HD s, and ITK's average
+    Hausdorff s(s+1)/(2w) (s columns of h pixels at distances 1..s, over w*h pixels, both ways)."""
+    mask = np.zeros((64, 64), bool)
+    mask[20:40, 10:30] = True  # h = w = 20
+    # white on black here: the shifting convolution's zero padding must read as background
+    image = np.repeat(np.where(mask, 255, 0).astype(np.uint8)[..., None], 3, axis=2)
+    s, w = 3, 20
+    model = _scripted_model(64, kernel=4 / 3, bias=-2.0, shift=s)
+    run = _fake_run(tmp_path, [("a", image, mask)], model, 64)
+    evaluate_run(run, EvalSettings(at="input"), figures=False)
+    row = _rows(run)[0]
+    assert float(row["dice"]) == pytest.approx(1 - s / w)
+    assert float(row["hd"]) == pytest.approx(s)
+    assert float(row["avg_hausdorff"]) == pytest.approx(s * (s + 1) / (2 * w))
+    evaluate_run(run, EvalSettings(at="input", spacing="0.5"), figures=False)
+    assert float(_rows(run)[0]["hd"]) == pytest.approx(s * 0.5)

@@ -26,7 +26,10 @@ def test_hand_computed_3x3():
     assert m["volume_similarity"] == 1.0
     s = surface_metrics(pred, truth)
     # every pixel of a 2x2 square is on its surface; each is 0 or 1 column from the other square
-    assert s == pytest.approx({"hd": 1.0, "hd95": 1.0, "asd": 0.5, "assd": 0.5})
+    # ITK's average Hausdorff: over all 4 pixels of each square, 2 are shared (0) and 2 are 1 away
+    assert s == pytest.approx(
+        {"hd": 1.0, "hd95": 1.0, "asd_medpy": 0.5, "assd_medpy": 0.5, "avg_hausdorff": 0.5}
+    )
 
 
 def test_hand_computed_5x5_asymmetric_asd():
@@ -35,12 +38,15 @@ def test_hand_computed_5x5_asymmetric_asd():
     pred = np.zeros((5, 5), bool)
     pred[2, 2] = True  # its centre
     s = surface_metrics(pred, truth)
-    assert s["asd"] == pytest.approx(1.0)  # from the single predicted pixel to the nearest ring pixel
+    assert s["asd_medpy"] == pytest.approx(1.0)  # from the single predicted pixel to the nearest ring pixel
     backward = [1.0, 1.0, 1.0, 1.0, math.sqrt(2)] + [math.sqrt(2)] * 3  # ring -> centre
-    assert s["assd"] == pytest.approx((1.0 + sum(backward)) / 9)
+    assert s["assd_medpy"] == pytest.approx((1.0 + sum(backward)) / 9)
     assert s["hd"] == pytest.approx(math.sqrt(2))
-    assert s["asd"] != pytest.approx(surface_metrics(truth, pred)["asd"])  # ASD is directed
-    assert s["assd"] == pytest.approx(surface_metrics(truth, pred)["assd"])  # ASSD is not
+    assert s["asd_medpy"] != pytest.approx(surface_metrics(truth, pred)["asd_medpy"])  # directed
+    assert s["assd_medpy"] == pytest.approx(surface_metrics(truth, pred)["assd_medpy"])  # symmetric
+    # ITK, over all pixels: the centre lies in the square (0); of the square's 9 pixels, the centre
+    # is 0 away, 4 edge pixels 1 and 4 corners sqrt(2): (0 + (4 + 4 sqrt 2) / 9) / 2
+    assert s["avg_hausdorff"] == pytest.approx((4 + 4 * math.sqrt(2)) / 9 / 2)
     m = overlap_metrics(pred, truth)
     assert m["volume_similarity"] == pytest.approx(1 - 8 / 10)
     assert m["threshold_jaccard"] == 0.0 and m["jaccard"] == pytest.approx(1 / 9)
@@ -71,7 +77,9 @@ def test_every_empty_combination_is_defined(pred_any, truth_any, case, dice, dis
     m = image_metrics(pred, truth)
     assert m["empty_case"] == case
     assert m["dice"] == dice and m["jaccard"] == dice
-    assert all(m[k] == pytest.approx(distance) for k in ("hd", "hd95", "asd", "assd"))
+    assert all(
+        m[k] == pytest.approx(distance) for k in ("hd", "hd95", "asd_medpy", "assd_medpy", "avg_hausdorff")
+    )
     assert m["sensitivity"] == (1.0 if not truth_any else 0.0)
     nan = image_metrics(pred, truth, empty="nan")
     assert case == "both_empty" or math.isnan(nan["hd"])
@@ -97,12 +105,45 @@ def test_equal_to_plain_medpy_on_random_blobs():
         m = image_metrics(pred, truth, spacing=spacing)
         assert m["hd"] == pytest.approx(mb.hd(pred, truth, spacing), abs=1e-9)
         assert m["hd95"] == pytest.approx(mb.hd95(pred, truth, spacing), abs=1e-9)
-        assert m["asd"] == pytest.approx(mb.asd(pred, truth, spacing), abs=1e-9)
-        assert m["assd"] == pytest.approx(mb.assd(pred, truth, spacing), abs=1e-9)
+        assert m["asd_medpy"] == pytest.approx(mb.asd(pred, truth, spacing), abs=1e-9)
+        assert m["assd_medpy"] == pytest.approx(mb.assd(pred, truth, spacing), abs=1e-9)
         assert m["dice"] == pytest.approx(mb.dc(pred, truth), abs=1e-12)
         assert m["jaccard"] == pytest.approx(mb.jc(pred, truth), abs=1e-12)
         assert m["sensitivity"] == pytest.approx(mb.sensitivity(pred, truth), abs=1e-12)
         assert m["specificity"] == pytest.approx(mb.specificity(pred, truth), abs=1e-12)
+
+
+def test_average_hausdorff_is_simpleitks_on_the_whole_image_with_spacing():
+    """The value on the cropped masks equals SimpleITK's filter run on the full images, on
+    synthetic-lesion masks of a realistic size; spacing is honoured in ITK's (x, y) order."""
+    import SimpleITK as sitk
+
+    from data_pipeline.synthetic import synthetic_pair
+
+    def full_image(mask, spacing):
+        image = sitk.GetImageFromArray(mask.astype(np.uint8))
+        image.SetSpacing(spacing[::-1])
+        return image
+
+    for k in range(6):
+        truth = synthetic_pair(0, k, (192, 256))[1]
+        pred = np.roll(synthetic_pair(0, k + 100, (192, 256))[1] | truth, k, axis=k % 2)
+        spacing = (1.0, 1.0) if k < 3 else (0.5, 2.0)
+        f = sitk.HausdorffDistanceImageFilter()
+        f.Execute(full_image(pred, spacing), full_image(truth, spacing))
+        m = surface_metrics(pred, truth, spacing=None if k < 3 else spacing)
+        assert m["avg_hausdorff"] == pytest.approx(f.GetAverageHausdorffDistance(), rel=1e-9)
+
+
+def test_threshold_jaccard_at_exactly_the_threshold_is_kept():
+    pred = np.zeros((4, 5), bool)
+    truth = np.zeros((4, 5), bool)
+    truth.flat[:20] = True  # union 20
+    pred.flat[:13] = True  # intersection 13: Jaccard 13/20 = 0.65 exactly
+    m = overlap_metrics(pred, truth)
+    assert m["jaccard"] == 0.65 and m["threshold_jaccard"] == 0.65
+    pred.flat[12] = False  # 12/20 = 0.6
+    assert overlap_metrics(pred, truth)["threshold_jaccard"] == 0.0
 
 
 def test_crop_is_clipped_at_the_border_and_keeps_values():

@@ -42,16 +42,20 @@ def test_level_filters_double_and_cap():
 
 
 def _unet_params(width, depth):
-    """Hand count: conv3x3 without bias + BN (4 per channel) per conv; 2x2 transposed conv with
+    """Hand count: conv3x3 with bias + BN (4 per channel) per conv; 2x2 transposed conv with
     bias; final 1x1 conv with bias."""
     f = level_filters(width, depth, None)
+
+    def conv(cin, cout):
+        return 9 * cin * cout + cout + 4 * cout
+
     total, cin = 0, 3
     for level in range(depth + 1):
-        total += 9 * cin * f[level] + 4 * f[level] + 9 * f[level] * f[level] + 4 * f[level]
+        total += conv(cin, f[level]) + conv(f[level], f[level])
         cin = f[level]
     for level in reversed(range(depth)):
         total += 4 * cin * f[level] + f[level]  # transposed conv
-        total += 9 * 2 * f[level] * f[level] + 4 * f[level] + 9 * f[level] * f[level] + 4 * f[level]
+        total += conv(2 * f[level], f[level]) + conv(f[level], f[level])
         cin = f[level]
     return total + cin + 1
 
@@ -62,19 +66,66 @@ def test_unet_parameter_count_matches_hand_count(width, depth):
 
 
 def test_baseline_is_31_million():
-    assert count_params(build_model("baseline", 64))["params"] == 31_049_409 == _unet_params(64, 4)
+    assert count_params(build_model("baseline", 64))["params"] == 31_055_297 == _unet_params(64, 4)
 
 
-def test_hardnet_mseg_matches_the_reference_parameter_count():
-    model = build_model("hardnet_mseg", 64)
-    assert count_params(model)["trainable_params"] == 17_423_837
+def test_unet_is_the_reference_conv_bias_bn_epsilon_and_reflection_padding():
+    model = build_unet(16, 2, 1)
+    conv = model.get_layer("enc0_a_conv")
+    assert conv.use_bias and conv.padding == "valid"
+    assert model.get_layer("enc0_a_bn").epsilon == 1e-5 and model.get_layer("enc0_a_bn").momentum == 0.9
+    x = np.random.default_rng(0).random((1, 16, 16, 3)).astype("float32")
+    padded = keras.Model(model.input, model.get_layer("enc0_a_pad_cols").output)(x).numpy()
+    np.testing.assert_array_equal(padded, np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect"))
+    zeros = build_unet(16, 2, 1, padding="zeros")
+    assert zeros.count_params() == model.count_params() and zeros.get_layer("enc0_a_conv").padding == "same"
+
+
+def test_deeplab_is_a_complete_resnet_dilated_to_output_stride_16():
+    model = build_model("deeplabv3plus", 64, width=8, backbone="resnet50")
+    resnet = model.get_layer("resnet50")
+    low, high = (tuple(o.shape[1:]) for o in resnet.outputs)
+    assert low == (16, 16, 256) and high == (4, 4, 2048)  # the first stage's output; all four stages
+    assert resnet.get_layer("conv5_block1_1_conv").strides == (1, 1)
+    rates = [resnet.get_layer(f"conv5_block{k}_2_conv").dilation_rate for k in (1, 2, 3)]
+    assert rates == [(2, 2), (4, 4), (8, 8)]
+    assert resnet.get_layer("conv4_block6_out") is not None  # no mid-stage cut
+    assert model.get_layer("aspp_d6_conv").dilation_rate == (6, 6)
+    bn = resnet.get_layer("conv2_block1_1_bn")
+    assert bn.momentum == 0.9
+    # the preprocessing is a frozen built-in convolution equal to Keras' caffe preprocessing
+    x = np.random.default_rng(0).random((1, 64, 64, 3)).astype("float32")
+    pre = keras.Model(model.input, model.get_layer("resnet_preprocess").output)(x).numpy()
+    expected = keras.applications.resnet.preprocess_input(x * 255.0)
+    np.testing.assert_allclose(pre, expected, atol=1e-3)
+    assert not model.get_layer("resnet_preprocess").trainable
+
+
+def test_hardnet_stem_pads_symmetrically_as_pytorch():
+    """The stride-2 stem convolution, computed in NumPy with one pixel of zeros on every side
+    (PyTorch's padding=1), then the symmetric 3x3 stride-2 max-pool."""
+    model = build_model("hardnet_mseg", 32, width=4)
     encoder = model.get_layer("hardnet68")
-    assert [tuple(o.shape[1:]) for o in encoder.outputs] == [
-        (16, 16, 128),
-        (8, 8, 320),
-        (4, 4, 640),
-        (2, 2, 1024),
-    ]
+    conv = encoder.get_layer("base0_conv")
+    kernel = conv.get_weights()[0]  # (3, 3, 3, 32)
+    x = np.random.default_rng(0).random((1, 32, 32, 3)).astype("float32")
+    stem = keras.Model(
+        encoder.input, [encoder.get_layer("base0_conv").output, encoder.get_layer("base2_pool").output]
+    )
+    out, pooled = (t.numpy() for t in stem(x))
+    padded = np.pad(x[0], ((1, 1), (1, 1), (0, 0)))
+    expected = np.zeros((16, 16, 32), "float32")
+    for i in range(16):
+        for j in range(16):
+            patch = padded[2 * i : 2 * i + 3, 2 * j : 2 * j + 3, :]
+            expected[i, j] = np.tensordot(patch, kernel, axes=([0, 1, 2], [0, 1, 2]))
+    np.testing.assert_allclose(out[0], expected, atol=1e-5)
+    before_pool = keras.Model(encoder.input, encoder.get_layer("base1_relu6").output)(x).numpy()[0]
+    padded = np.pad(before_pool, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    expected = np.stack(
+        [[padded[2 * i : 2 * i + 3, 2 * j : 2 * j + 3].max(axis=(0, 1)) for j in range(8)] for i in range(8)]
+    )
+    np.testing.assert_allclose(pooled[0], expected, atol=1e-6)
 
 
 def test_size_must_divide():
@@ -109,7 +160,7 @@ def test_imagenet_offline_error_tells_how_to_pass_a_file(monkeypatch, tmp_path):
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
     monkeypatch.setattr("keras.src.applications.resnet.file_utils.get_file", offline)
-    with pytest.raises(BackboneWeightsError, match="--backbone-weights /path/to/resnet50"):
+    with pytest.raises(BackboneWeightsError, match="--backbone-weights /path/to/resnet101"):
         build_model("deeplabv3plus", 64, backbone_weights="imagenet")
 
 
@@ -117,8 +168,8 @@ def test_imagenet_offline_error_tells_how_to_pass_a_file(monkeypatch, tmp_path):
 # 30-60 s on this CPU, and the graph-mode forward pass is still exercised by predict().
 ARCHITECTURES = [
     ("baseline", {"width": 4, "depth": 3}, False),
-    ("deeper", {"width": 2, "depth": 6}, False),
-    ("deeplabv3plus", {"width": 16}, True),
+    ("deeper", {"width": 2, "depth": 6, "padding": "zeros"}, False),  # 1x1 at the bottom
+    ("deeplabv3plus", {"width": 16, "backbone": "resnet50"}, True),
     ("hardnet_mseg", {"width": 8}, True),
 ]
 
@@ -152,28 +203,6 @@ def test_mixed_precision_keeps_a_float32_sigmoid():
         assert model.output.dtype == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
-
-
-def test_shades_of_gray_removes_a_colour_cast_and_keeps_neutral_images():
-    from models.blocks import ShadesOfGray
-
-    rng = np.random.default_rng(0)
-    scene = rng.uniform(0.2, 0.6, (1, 16, 16, 1)).repeat(3, axis=-1).astype("float32")  # grey world
-    layer = ShadesOfGray()
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(scene)), scene, atol=1e-5)
-    cast = scene * np.array([0.6, 0.8, 1.0], "float32")  # a blue-tinted illuminant
-    corrected = keras.ops.convert_to_numpy(layer(cast))
-    np.testing.assert_allclose(corrected[..., 0], corrected[..., 2], rtol=1e-4)  # neutral again
-    assert corrected.min() >= 0 and corrected.max() <= 1
-
-
-def test_colour_constancy_travels_with_the_saved_model(tmp_path):
-    model = build_model("baseline", 32, width=2, depth=1, color_constancy=True)
-    assert model.layers[1].name == "color_constancy"
-    model.save(tmp_path / "m.keras")
-    reloaded = keras.models.load_model(tmp_path / "m.keras")
-    x = np.random.default_rng(1).random((1, 32, 32, 3)).astype("float32")
-    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 def test_hardnet68_pytorch_checkpoint_conversion(tmp_path):

@@ -3,6 +3,7 @@ import pytest
 
 from data_pipeline.discovery import discover_pairs
 from data_pipeline.image_io import read_image, read_mask, resize_image
+from data_pipeline.preprocess import Preprocessing
 from data_pipeline.tfdata import load_example, make_dataset, resolve_cache, steps_per_epoch
 
 
@@ -50,8 +51,8 @@ def test_cache_modes_give_identical_batches(pairs, cache, tmp_path):
 
 def test_clahe_is_deterministic_and_changes_the_image(pairs):
     plain, _ = load_example(pairs[0].image, pairs[0].mask, 32)
-    a, mask_a = load_example(pairs[0].image, pairs[0].mask, 32, clahe=True)
-    b, _ = load_example(pairs[0].image, pairs[0].mask, 32, clahe=True)
+    a, mask_a = load_example(pairs[0].image, pairs[0].mask, 32, Preprocessing(clahe=True))
+    b, _ = load_example(pairs[0].image, pairs[0].mask, 32, Preprocessing(clahe=True))
     np.testing.assert_array_equal(a, b)
     assert np.abs(a.astype(int) - plain).mean() > 1
     assert a.dtype == np.uint8 and mask_a.shape == (32, 32, 1)
@@ -76,10 +77,12 @@ def test_auto_cache_falls_back_to_disk_when_too_big(monkeypatch):
     assert resolve_cache("none", 10, 32) == "none"
 
 
-def test_predict_feeds_the_model_what_training_fed_it(pairs):
-    import predict
+def test_evaluation_feeds_the_model_what_training_fed_it(pairs):
+    from evaluation.score_run import _loader
 
-    trained_on, _ = load_example(pairs[0].image, pairs[0].mask, 32, clahe=True)
-    model_input, original_size, _ = predict._decode(pairs[0].image, (32, 32), clahe=True, keep_original=False)
-    np.testing.assert_allclose(model_input, trained_on / 255.0, atol=1e-7)
+    spec = Preprocessing(clahe=True, color_constancy=True)
+    trained_on, trained_mask = load_example(pairs[0].image, pairs[0].mask, 32, spec)
+    evaluated_on, (_, evaluated_mask, original_size, _) = _loader((32, 32), spec, False)(pairs[0])
+    np.testing.assert_array_equal(evaluated_on, trained_on)
+    np.testing.assert_array_equal(evaluated_mask, trained_mask[..., 0] > 0)
     assert original_size == (48, 64)

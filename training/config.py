@@ -30,7 +30,7 @@ class RunConfig:
     aug: bool = False
     elastic: float = 0.0  # probability of an elastic warp per image (with --aug)
     clahe: bool = False
-    color_constancy: bool = False  # Shades-of-Gray layer at the model's input
+    color_constancy: bool = False  # Shades-of-Gray colour constancy in the preprocessing
     flooding: float = 0.0
     flooding_start: int = 0  # epoch from which flooding is active
     lr_schedule: str = "none"
@@ -45,6 +45,8 @@ class RunConfig:
     width: int | None = None
     depth: int | None = None
     max_filters: int | None = 1024
+    padding: str = "reflect"  # UNet convolutions: "reflect" (the reference) or "zeros"
+    backbone: str = "resnet101"  # DeepLabV3+
     backbone_weights: str = "none"
     strategy: str = "auto"
     logical_cpus: int = 0
@@ -64,6 +66,8 @@ class RunConfig:
             "lr_schedule": LR_SCHEDULES,
             "strategy": STRATEGIES,
             "cache": CACHES,
+            "padding": ("reflect", "zeros"),
+            "backbone": ("resnet101", "resnet50"),
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
@@ -74,6 +78,12 @@ class RunConfig:
             raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
         if self.flooding < 0:
             raise ValueError(f"flooding level must be >= 0; got {self.flooding}")
+
+    @property
+    def preprocessing(self):
+        from data_pipeline.preprocess import Preprocessing
+
+        return Preprocessing(clahe=self.clahe, color_constancy=self.color_constancy)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -237,8 +237,9 @@ def _train(config: RunConfig, run_dir: str, resume: bool, network, verbose) -> R
             width=config.width,
             depth=config.depth,
             max_filters=config.max_filters,
+            padding=config.padding,
+            backbone=config.backbone,
             backbone_weights=config.backbone_weights,
-            color_constancy=config.color_constancy,
         )
         augmenter = build_augmenter(config.seed, elastic=config.elastic) if config.aug else None
         trainer = SegmentationTrainer(network, augmenter)
@@ -262,7 +263,7 @@ def _train(config: RunConfig, run_dir: str, resume: bool, network, verbose) -> R
         "batch_size": config.batch_size,
         "cache": cache,
         "cache_dir": cache_dir,
-        "clahe": config.clahe,
+        "preprocessing": config.preprocessing,
     }
     train_ds = make_dataset(train_pairs, training=True, seed=config.seed, **common)
     train_ds = train_ds.skip(completed * steps)  # a resumed run sees the batches it would have seen
