@@ -6,7 +6,6 @@ results-table row. The default --epochs 3 takes minutes; the recipe the README q
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -68,8 +67,9 @@ def main(argv=None) -> None:
         [sys.executable, "evaluate.py", "--all", "--runs-dir", args.runs_dir, "--force"], check=True
     )
     eval_s = time.perf_counter() - start
-    with open(os.path.join(run, "eval", "summary.json")) as handle:
-        summary = json.load(handle)
+    from skinseg.run_folder import RunFolder
+
+    summary = RunFolder(run).read_summary()
     m = summary["metrics"]
     row = {
         "run": os.path.basename(run),

@@ -13,8 +13,8 @@ REAL = os.path.join(
 
 
 def bench_pairs(split: str = "train", data: str | None = None):
-    from data_pipeline.discovery import discover_pairs
-    from data_pipeline.synthetic import default_data
+    from skinseg.data_pipeline.discovery import discover_pairs
+    from skinseg.data_pipeline.synthetic import default_data
 
     root = data or (REAL if os.path.isdir(REAL) else default_data())
     found = discover_pairs(root)

@@ -16,7 +16,7 @@ from bench.report import finish, parser, timed
 def runners(model, size, work):
     import tensorflow as tf
 
-    from models.inference import Forward, predict_probabilities
+    from skinseg.models.inference import Forward, predict_probabilities
 
     export = os.path.join(work, f"saved_{size}")
     model.export(export, format="tf_saved_model", verbose=False)
@@ -52,7 +52,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     import keras
 
-    from models.registry import CPU_SIZED, build_model
+    from skinseg.models.registry import CPU_SIZED, build_model
 
     rows = []
     with tempfile.TemporaryDirectory() as work:

@@ -19,7 +19,7 @@ from bench.report import finish, parser
 CHILD = """
 import json, resource, sys, time
 sys.argv = ["predict.py", *{argv!r}]
-import predict
+from skinseg.cli import predict
 start = time.perf_counter()
 code = predict.main(sys.argv[1:])
 print(json.dumps({{"code": code, "seconds": time.perf_counter() - start,
@@ -32,9 +32,9 @@ def main(argv=None) -> None:
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--overlay", action="store_true")
     args = p.parse_args(argv)
-    from data_pipeline.image_io import write_image
-    from data_pipeline.synthetic import synthetic_pair
-    from models.registry import build_model
+    from skinseg.data_pipeline.image_io import write_image
+    from skinseg.data_pipeline.synthetic import synthetic_pair
+    from skinseg.models.registry import build_model
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as work:

@@ -17,7 +17,7 @@ from bench.report import finish, parser, timed
 
 
 def cases(shape, n, seed=0):
-    from data_pipeline.synthetic import _lesion_shape
+    from skinseg.data_pipeline.synthetic import _lesion_shape
 
     rng = np.random.default_rng(seed)
     out = []
@@ -59,7 +59,7 @@ def _itk_average_hausdorff(pred, truth):
 def main(argv=None) -> None:
     p = parser(__doc__)
     args = p.parse_args(argv)
-    from metrics import image_metrics
+    from skinseg.metrics import image_metrics
 
     n = 40 if args.full else 12
     rows, ratios = [], {}

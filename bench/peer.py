@@ -59,7 +59,7 @@ def torch_unet(width: int, depth: int):
 
 
 def load_batches(size, batch, count):
-    from data_pipeline.tfdata import make_dataset
+    from skinseg.data_pipeline.tfdata import make_dataset
 
     _, pairs = bench_pairs("train")
     ds = make_dataset(pairs, size, batch, training=True, seed=0, cache="memory")
@@ -105,10 +105,10 @@ def run_torch(batches, width, depth, steps):
 
 
 def run_keras(batches, width, depth, steps, size):
-    from losses import get_loss
-    from models.inference import Forward, predict_probabilities
-    from models.registry import build_model
-    from training.trainer import SegmentationTrainer
+    from skinseg.losses import get_loss
+    from skinseg.models.inference import Forward, predict_probabilities
+    from skinseg.models.registry import build_model
+    from skinseg.training.trainer import SegmentationTrainer
 
     network = build_model("baseline", size, width=width, depth=depth, max_filters=None)
     trainer = SegmentationTrainer(network)

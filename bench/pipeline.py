@@ -16,8 +16,8 @@ from bench.report import finish, parser
 
 
 def delivery(pairs, size, batch, clahe, batches):
-    from data_pipeline.preprocess import Preprocessing
-    from data_pipeline.tfdata import make_dataset, steps_per_epoch
+    from skinseg.data_pipeline.preprocess import Preprocessing
+    from skinseg.data_pipeline.tfdata import make_dataset, steps_per_epoch
 
     ds = make_dataset(
         pairs, size, batch, training=True, seed=0, cache="memory", preprocessing=Preprocessing(clahe=clahe)
@@ -37,10 +37,10 @@ def delivery(pairs, size, batch, clahe, batches):
 def step_times(size, batch, steps, width):
     """Median step seconds without and with --aug, the two trainers' steps interleaved so that
     any drift of the machine hits both alike."""
-    from data_pipeline.augment import build_augmenter
-    from losses import get_loss
-    from models.registry import build_model
-    from training.trainer import DiceScore, SegmentationTrainer
+    from skinseg.data_pipeline.augment import build_augmenter
+    from skinseg.losses import get_loss
+    from skinseg.models.registry import build_model
+    from skinseg.training.trainer import DiceScore, SegmentationTrainer
 
     rng = np.random.default_rng(0)
     x = rng.random((batch, size, size, 3)).astype("float32")
@@ -68,7 +68,7 @@ def augmenter_alone(size, batch):
     import tensorflow as tf
 
     from bench.report import timed
-    from data_pipeline.augment import build_augmenter
+    from skinseg.data_pipeline.augment import build_augmenter
 
     augmenter = build_augmenter(0)
     rng = np.random.default_rng(0)

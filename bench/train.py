@@ -21,10 +21,10 @@ def measure(name: str, size: int, full: bool, batch: int, steps: int) -> dict:
 
     import numpy as np
 
-    from losses import get_loss
-    from models.complexity import forward_flops
-    from models.registry import CPU_SIZED, build_model
-    from training.trainer import DiceScore, SegmentationTrainer
+    from skinseg.losses import get_loss
+    from skinseg.models.complexity import forward_flops
+    from skinseg.models.registry import CPU_SIZED, build_model
+    from skinseg.training.trainer import DiceScore, SegmentationTrainer
 
     overrides = {} if full else CPU_SIZED[name]
     network = build_model(name, size, **overrides)
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     if args.one:
         print(json.dumps(measure(args.one[0], int(args.one[1]), args.full, args.batch, steps)))
         return
-    from models.registry import PRESETS
+    from skinseg.models.registry import PRESETS
 
     peak = matmul_peak_flops()
     rows = []

@@ -7,10 +7,6 @@ masks. Re-predicts the test split exactly as evaluate.py did (the settings in it
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-
 import numpy as np
 
 from bench.report import finish, parser
@@ -51,20 +47,18 @@ def main(argv=None) -> None:
     p = parser(__doc__)
     p.add_argument("--run", required=True)
     args = p.parse_args(argv)
-    from data_pipeline.split import read_split
-    from evaluation.score_run import EvalSettings, masks_to_score
-    from evaluation.spacing import parse_spacing
-    from models.inference import Forward, load_segmenter
-    from training.config import RunConfig
+    from skinseg.evaluation.score_run import EvalSettings, masks_to_score
+    from skinseg.evaluation.spacing import parse_spacing
+    from skinseg.models.inference import Forward, load_segmenter
+    from skinseg.run_folder import RunFolder
 
-    config = RunConfig.load(os.path.join(args.run, "config.json"))
-    model = load_segmenter(os.path.join(args.run, "best.keras"))
-    with open(os.path.join(args.run, "eval", "summary.json")) as handle:
-        stored = json.load(handle)["settings"]
+    run = RunFolder(args.run)
+    config = run.read_config()
+    model = load_segmenter(run.best_network)
+    stored = run.read_summary()["settings"]
     settings = EvalSettings(**{k: v for k, v in stored.items() if k not in ("version", "data")})
-    pairs = read_split(os.path.join(args.run, "split.json"))["test"]
-    with open(os.path.join(args.run, "eval", "per_image.csv"), newline="") as handle:
-        ours = {row["id"]: row for row in csv.DictReader(handle)}
+    pairs = run.read_split()["test"]
+    ours = {row["id"]: row for row in run.read_per_image()}
     worst = dict.fromkeys([*OVERLAP, *DISTANCES], 0.0)
     checked = 0
     spacing_of = parse_spacing(settings.spacing)

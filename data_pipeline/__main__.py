@@ -1,4 +1,8 @@
-"""Command line of the data layer: `inspect` a data set, or generate the `synthetic` one."""
+"""Command line of the data layer: `inspect` a data set, or generate the `synthetic` one.
+
+python -m skinseg.data_pipeline inspect ISIC2018/ [--json] [--strict]
+python -m skinseg.data_pipeline synthetic OUT
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,17 @@ import argparse
 import json
 import sys
 
-from data_pipeline.errors import DataError
+from skinseg.cli import exit_codes
 
 
+@exit_codes
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_pipeline", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m skinseg.data_pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     inspect = sub.add_parser("inspect", help="report pairs, sizes, lesion fraction and problems")
     inspect.add_argument("path", help="data set folder (ISIC 2016/2017/2018, simple) or an images folder")
@@ -24,22 +34,18 @@ def main(argv=None) -> int:
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     args = parser.parse_args(argv)
 
-    try:
-        if args.command == "inspect":
-            from data_pipeline.report import format_report, inspect_dataset
+    if args.command == "inspect":
+        from skinseg.data_pipeline.report import format_report, inspect_dataset
 
-            report = inspect_dataset(args.path, args.masks)
-            print(json.dumps(report, indent=2) if args.json else format_report(report))
-            unusable = any(p["severity"] == "error" for p in report["problems"])
-            return 1 if args.strict and unusable else 0
-        from data_pipeline.synthetic import generate_synthetic
+        report = inspect_dataset(args.path, args.masks)
+        print(json.dumps(report, indent=2) if args.json else format_report(report))
+        unusable = any(p["severity"] == "error" for p in report["problems"])
+        return 1 if args.strict and unusable else 0
+    from skinseg.data_pipeline.synthetic import generate_synthetic
 
-        root = generate_synthetic(args.out, args.train, args.test, args.seed)
-        print(f"wrote {args.train} training and {args.test} test pairs to {root}")
-        return 0
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    root = generate_synthetic(args.out, args.train, args.test, args.seed)
+    print(f"wrote {args.train} training and {args.test} test pairs to {root}")
+    return 0
 
 
 if __name__ == "__main__":

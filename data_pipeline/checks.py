@@ -6,9 +6,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from data_pipeline.discovery import Pair, Problem
-from data_pipeline.errors import ImageReadError
-from data_pipeline.image_io import read_image, read_mask
+from skinseg.data_pipeline.discovery import Pair, Problem
+from skinseg.data_pipeline.errors import ImageReadError
+from skinseg.data_pipeline.image_io import read_image, read_mask
 
 
 @dataclass(frozen=True)
@@ -57,3 +57,34 @@ def check_pairs(
     infos = [info for info, _ in results if info is not None]
     problems = [problem for _, found in results for problem in found]
     return infos, problems
+
+
+def problem_lines(problems, limit=20) -> str:
+    lines = [f"  {p.file}: {p.problem}" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(
+            f"  ... and {len(problems) - limit} more (python -m skinseg.data_pipeline inspect lists all)"
+        )
+    return "\n".join(lines)
+
+
+def usable_pairs(
+    pairs: list[Pair], name_problems, decode_size, skip_bad: bool, what: str
+) -> tuple[list[Pair], list[Problem]]:
+    """Decode-check `pairs`; stop on any unusable file unless `skip_bad`, which drops them."""
+    import logging
+
+    from skinseg.data_pipeline.errors import DataError
+
+    infos, problems = check_pairs(pairs, decode_size=decode_size)
+    errors = [p for p in [*name_problems, *problems] if p.severity == "error"]
+    if errors and not skip_bad:
+        raise DataError(
+            f"{len(errors)} problem(s) in the {what} data:\n{problem_lines(errors)}\n"
+            "Fix or remove these files, or pass --skip-bad to leave them out"
+        )
+    if errors:
+        logging.getLogger("skinseg").warning(
+            "leaving out %d unusable file(s) (--skip-bad):\n%s", len(errors), problem_lines(errors)
+        )
+    return [i.pair for i in infos], errors

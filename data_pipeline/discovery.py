@@ -17,8 +17,8 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 
-from data_pipeline.errors import DataError
-from data_pipeline.image_io import IMAGE_SUFFIXES, MASK_SUFFIXES
+from skinseg.data_pipeline.errors import DataError
+from skinseg.data_pipeline.image_io import IMAGE_SUFFIXES, MASK_SUFFIXES
 
 SPLIT_ORDER = ("train", "validation", "test", "all")
 _SPLIT_NAMES = {

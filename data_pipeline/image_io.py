@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data_pipeline.atomic import atomic_path
-from data_pipeline.errors import ImageReadError
+from skinseg.data_pipeline.atomic import atomic_path
+from skinseg.data_pipeline.errors import ImageReadError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")

@@ -1,4 +1,4 @@
-"""`python -m data_pipeline inspect`: what a data set holds, and everything wrong with it."""
+"""`python -m skinseg.data_pipeline inspect`: what a data set holds, and everything wrong with it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from data_pipeline.checks import check_pairs
-from data_pipeline.discovery import discover_pairs
+from skinseg.data_pipeline.checks import check_pairs
+from skinseg.data_pipeline.discovery import discover_pairs
 
 
 def inspect_dataset(path: str, masks: str | None = None) -> dict:

@@ -1,17 +1,18 @@
-"""The seeded train/validation split, carved from the training data and kept on disk.
-
-The test split is copied from the layout as is; it is never part of training or model selection.
-"""
+"""The run's splits: training, validation (the layout's own, or carved from the training data,
+seeded) and test (copied from the layout as is: never part of training or model selection), and
+split.json, the record of them."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from data_pipeline.atomic import read_json, write_json
-from data_pipeline.discovery import Pair
-from data_pipeline.errors import DataError
+from skinseg.data_pipeline.atomic import read_json, write_json
+from skinseg.data_pipeline.checks import usable_pairs
+from skinseg.data_pipeline.discovery import Pair, discover_pairs
+from skinseg.data_pipeline.errors import DataError
 
 
 def carve_validation(pairs: list[Pair], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
@@ -51,3 +52,71 @@ def read_split(path: str) -> dict[str, list[Pair]]:
     if missing:
         raise DataError(f"{path}: lists {missing[0]}, which no longer exists (was the data moved?)")
     return out
+
+
+@dataclass
+class Splits:
+    train: list[Pair]
+    validation: list[Pair]
+    test: list[Pair]
+    root: str
+    layout: str
+    validation_from: str  # "layout" or "train"
+    excluded: list = field(default_factory=list)  # problems of the pairs left out (--skip-bad)
+
+    def as_dict(self) -> dict[str, list[Pair]]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+    def meta(self, seed: int, val_fraction: float) -> dict:
+        return {
+            "data": self.root,
+            "layout": self.layout,
+            "validation_from": self.validation_from,
+            "seed": seed,
+            "val_fraction": val_fraction,
+            "excluded": [p.to_dict() for p in self.excluded],
+        }
+
+
+def assemble_splits(
+    root: str,
+    masks: str | None,
+    *,
+    image_size: int,
+    val_fraction: float,
+    val_from: str,
+    seed: int,
+    skip_bad: bool,
+) -> Splits:
+    """Discover the pairs, decode-check them and settle the three splits. Raises DataError
+    (naming the files) before anything is written anywhere."""
+    found = discover_pairs(root, masks)
+    train_name = "train" if "train" in found.splits else "all" if "all" in found.splits else None
+    if train_name is None:
+        raise DataError(
+            f"{found.root}: no training split found (splits: {', '.join(found.splits) or 'none'})"
+        )
+    has_validation = bool(found.splits.get("validation"))
+    if val_from == "layout" and not has_validation:
+        raise DataError(
+            f"{found.root}: --val-from layout, but this {found.layout} layout has no validation split; "
+            "use --val-from train"
+        )
+    size = (image_size, image_size)
+    train, errors = usable_pairs(
+        found.splits[train_name], found.errors_of(train_name), size, skip_bad, "training"
+    )
+    test, test_errors = usable_pairs(
+        found.splits.get("test", []), found.errors_of("test"), size, skip_bad, "test"
+    )
+    if not train:
+        raise DataError(f"{found.root}: no usable training pairs")
+    if has_validation and val_from in ("auto", "layout"):
+        val, val_errors = usable_pairs(
+            found.splits["validation"], found.errors_of("validation"), size, skip_bad, "validation"
+        )
+        source = "layout"
+    else:
+        train, val = carve_validation(train, val_fraction, seed)
+        val_errors, source = [], "train"
+    return Splits(train, val, test, found.root, found.layout, source, [*errors, *val_errors, *test_errors])

@@ -17,8 +17,8 @@ import tempfile
 import cv2
 import numpy as np
 
-from data_pipeline.atomic import read_json, write_json
-from data_pipeline.image_io import write_image
+from skinseg.data_pipeline.atomic import read_json, write_json
+from skinseg.data_pipeline.image_io import write_image
 
 VERSION = 1
 _SKIN = np.array([[236, 200, 192], [226, 186, 168], [214, 168, 146], [242, 214, 204], [198, 148, 122]])

@@ -12,9 +12,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline.discovery import Pair
-from data_pipeline.image_io import read_image, read_mask, resize_mask
-from data_pipeline.preprocess import Preprocessing, prepare_image
+from skinseg.data_pipeline.discovery import Pair
+from skinseg.data_pipeline.image_io import read_image, read_mask, resize_mask
+from skinseg.data_pipeline.preprocess import Preprocessing, prepare_image
 
 _AUTO_MEMORY_SHARE = 0.25  # cache in RAM while the decoded set takes under this share of it
 

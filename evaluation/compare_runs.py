@@ -2,53 +2,33 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 
-from evaluation.score_run import EvalSettings, EvaluationError, evaluate_run
+from skinseg.evaluation.score_run import EvalSettings, EvaluationError, evaluate_run
+from skinseg.run_folder import RunFolder
 
 log = logging.getLogger("skinseg")
 
 
-def read_per_image(run_dir: str) -> dict[str, float]:
-    with open(os.path.join(run_dir, "eval", "per_image.csv"), newline="") as handle:
-        return {row["id"]: float(row["dice"]) for row in csv.DictReader(handle)}
-
-
-def is_up_to_date(run_dir: str, settings: EvalSettings) -> bool:
-    """Results newer than the model, computed with the same settings."""
-    summary_path = os.path.join(run_dir, "eval", "summary.json")
-    model_path = os.path.join(run_dir, "best.keras")
-    if not (os.path.exists(summary_path) and os.path.exists(model_path)):
-        return False
-    if os.path.getmtime(summary_path) < os.path.getmtime(model_path):
-        return False
-    with open(summary_path) as handle:
-        return json.load(handle).get("settings") == settings.to_json()
-
-
-def find_runs(runs_dir: str) -> list[str]:
+def find_runs(runs_dir: str) -> list[RunFolder]:
     if not os.path.isdir(runs_dir):
         raise EvaluationError(f"{runs_dir}: no such folder (train a model first, or pass --runs-dir)")
-    return sorted(
-        os.path.join(runs_dir, name)
-        for name in os.listdir(runs_dir)
-        if os.path.exists(os.path.join(runs_dir, name, "config.json"))
-    )
+    runs = (RunFolder(os.path.join(runs_dir, name)) for name in sorted(os.listdir(runs_dir)))
+    return [run for run in runs if run.is_run()]
 
 
-def pick_baseline(run_dirs: list[str]) -> str | None:
+def pick_baseline(runs: list[RunFolder]) -> str | None:
     """The plain baseline: model baseline with no augmentation, flooding or LR schedule."""
-    from training.config import RunConfig
-
-    plain = []
-    for run in run_dirs:
-        c = RunConfig.load(os.path.join(run, "config.json"))
+    for run in runs:
+        c = run.read_config()
         if c.model == "baseline" and not (c.aug or c.flooding or c.lr_schedule != "none"):
-            plain.append(os.path.basename(run))
-    return plain[0] if plain else None
+            return run.name
+    return None
+
+
+def dice_by_id(run: RunFolder) -> dict[str, float]:
+    return {row["id"]: float(row["dice"]) for row in run.read_per_image()}
 
 
 def evaluate_all(
@@ -60,27 +40,26 @@ def evaluate_all(
     batch_size: int = 16,
     skip_bad: bool = False,
 ) -> str:
-    from data_pipeline.atomic import write_text
-    from metrics.figures import dice_boxplot
-    from metrics.table import render_results
+    from skinseg.data_pipeline.atomic import write_text
+    from skinseg.metrics.figures import dice_boxplot
+    from skinseg.metrics.table import render_results
 
-    run_dirs = find_runs(runs_dir)
-    if not run_dirs:
+    runs = find_runs(runs_dir)
+    if not runs:
         raise EvaluationError(f"{runs_dir}: no run folders (folders with a config.json) to evaluate")
     results = []
-    for run in run_dirs:
-        if not os.path.exists(os.path.join(run, "best.keras")):
-            log.warning("%s: no best.keras yet (training did not finish an epoch); left out", run)
+    for run in runs:
+        if not os.path.exists(run.best_network):
+            log.warning("%s: no best.keras yet (training did not finish an epoch); left out", run.path)
             continue
-        if not force and is_up_to_date(run, settings):
-            log.info("%s: results are up to date", run)
-            with open(os.path.join(run, "eval", "summary.json")) as handle:
-                summary = json.load(handle)
+        if not force and run.evaluation_is_current(settings.to_json()):
+            log.info("%s: results are up to date", run.path)
+            summary = run.read_summary()
         else:
-            log.info("evaluating %s", run)
+            log.info("evaluating %s", run.path)
             summary = evaluate_run(run, settings, batch_size=batch_size, skip_bad=skip_bad)
-        results.append({"name": os.path.basename(run), "summary": summary, "dice_by_id": read_per_image(run)})
-    baseline = baseline or pick_baseline([os.path.join(runs_dir, r["name"]) for r in results])
+        results.append({"name": run.name, "summary": summary, "dice_by_id": dice_by_id(run)})
+    baseline = baseline or pick_baseline([run for run in runs if run.name in {r["name"] for r in results}])
     path = os.path.join(runs_dir, "results.md")
     where = (
         "each image's original size (predictions resized back, then thresholded)"

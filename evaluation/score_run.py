@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from data_pipeline.errors import DataError
-from data_pipeline.image_io import read_image, read_mask, resize_mask, to_original
+from skinseg.data_pipeline.errors import DataError
+from skinseg.data_pipeline.image_io import read_image, read_mask, resize_mask, to_original
 
 log = logging.getLogger("skinseg")
 
@@ -63,7 +63,7 @@ class _TimedForward:
 
 
 def _loader(size, preprocessing, keep_original: bool):
-    from data_pipeline.preprocess import prepare_image
+    from skinseg.data_pipeline.preprocess import prepare_image
 
     def load(pair):
         decoded = read_image(pair.image, min_size=size)
@@ -81,7 +81,7 @@ def _loader(size, preprocessing, keep_original: bool):
 def masks_to_score(forward, pairs, preprocessing, settings: EvalSettings, batch_size=16, spacing_of=None):
     """Yields (pair, prediction, truth, spacing, probabilities, mask at input size): the boolean
     masks compared at the resolution `settings.at` names, with the spacing of that resolution."""
-    from models.inference import stream_predictions
+    from skinseg.models.inference import stream_predictions
 
     size = (forward.model.input_shape[1], forward.model.input_shape[2])
     spacing_of = spacing_of or (lambda _id: None)
@@ -104,8 +104,8 @@ def masks_to_score(forward, pairs, preprocessing, settings: EvalSettings, batch_
 
 def score_pairs(model, pairs, preprocessing, settings: EvalSettings, loss_fn, batch_size=16, spacing_of=None):
     """Per-image rows (metrics, pixel counts, loss) and the model's ms/image."""
-    from metrics import ShapeMismatchError, image_metrics
-    from models.inference import Forward
+    from skinseg.metrics import ShapeMismatchError, image_metrics
+    from skinseg.models.inference import Forward
 
     forward = _TimedForward(Forward(model))
     rows = []
@@ -142,9 +142,9 @@ def per_image_csv(rows: list[dict]) -> str:
 
 def case_figure(model, pairs, rows, preprocessing, settings: EvalSettings, path: str, title: str) -> None:
     """Best, median and worst test image (by Dice), drawn at their original size."""
-    from data_pipeline.preprocess import prepare_image
-    from metrics.figures import case_grid, overlay
-    from models.inference import Forward, input_size, predict_probabilities
+    from skinseg.data_pipeline.preprocess import prepare_image
+    from skinseg.metrics.figures import case_grid, overlay
+    from skinseg.models.inference import Forward, input_size, predict_probabilities
 
     size = input_size(model)
     forward = Forward(model)
@@ -161,42 +161,51 @@ def case_figure(model, pairs, rows, preprocessing, settings: EvalSettings, path:
     case_grid(cases, path, title)
 
 
-def load_test_pairs(run_dir: str, config, data, skip_bad: bool):
+def load_test_pairs(run, config, data, skip_bad: bool):
     """The run's stored test split, or the test (or only) split of `data`."""
-    from data_pipeline.discovery import discover_pairs
-    from data_pipeline.split import read_split
-    from training.run import usable_pairs
+    from skinseg.data_pipeline.checks import usable_pairs
+    from skinseg.data_pipeline.discovery import discover_pairs
 
     if data:
         found = discover_pairs(data[0], data[1] if len(data) > 1 else None)
         name = "test" if "test" in found.splits else "all" if "all" in found.splits else None
         if name is None:
             raise EvaluationError(f"{data[0]}: no test split (splits: {', '.join(found.splits)})")
-        pairs, _ = usable_pairs(
-            found.splits[name], found.errors_of(name), config.replace(skip_bad=skip_bad), "test"
-        )
+        size = (config.image_size, config.image_size)
+        pairs, _ = usable_pairs(found.splits[name], found.errors_of(name), size, skip_bad, "test")
         return pairs
-    split_path = os.path.join(run_dir, "split.json")
-    if not os.path.exists(split_path):
-        raise EvaluationError(f"{split_path}: missing; is {run_dir} a run folder of train.py?")
-    pairs = read_split(split_path)["test"]
+    if not os.path.exists(run.split_path):
+        raise EvaluationError(f"{run.split_path}: missing; is {run.path} a run folder of train.py?")
+    pairs = run.read_split()["test"]
     if not pairs:
-        raise EvaluationError(f"{run_dir}: its data set had no test split; pass --data PATH")
+        raise EvaluationError(
+            f"{run.path}: its data set had no test split (an images/masks folder pair is all training "
+            "data); pass --data PATH with a test set"
+        )
     return pairs
 
 
-def _history_losses(run_dir: str, best_epoch: int | None) -> tuple[float | None, float | None]:
-    from training.callbacks import read_history
+def training_overlap(run, pairs) -> list[str]:
+    """IDs of `pairs` that the run trained or selected its model on."""
+    record = run.read_split_record()
+    seen = {row["id"] for name in ("train", "validation") for row in record.get(name, [])}
+    return sorted({p.id for p in pairs} & seen)
 
-    rows = read_history(os.path.join(run_dir, "history.csv"))
-    if not rows:
-        return None, None
-    at_best = next((r.get("loss") for r in rows if r["epoch"] == best_epoch), None)
-    return rows[-1].get("loss"), at_best
+
+def run_progress(run) -> dict:
+    """How far the run got: completed and configured epochs, and whether early stopping ended it."""
+    state = run.read_resume_state() or {}
+    completed = state.get("completed_epochs", len(run.read_history()))
+    epochs = run.read_config().epochs
+    return {
+        "completed_epochs": completed,
+        "epochs": epochs,
+        "stopped_early": bool(state.get("stopped_early")),
+    }
 
 
 def evaluate_run(
-    run_dir: str,
+    run_dir,
     settings: EvalSettings = EvalSettings(),
     *,
     batch_size: int = 16,
@@ -206,20 +215,40 @@ def evaluate_run(
     """Per-image CSV and summary JSON in RUN/eval/; returns the summary."""
     import keras
 
-    from data_pipeline.atomic import read_json, write_json, write_text
-    from evaluation.spacing import parse_spacing
-    from losses import get_loss
-    from metrics import summarize
-    from models.inference import input_size, load_segmenter
-    from training.config import RunConfig
+    from skinseg.evaluation.spacing import parse_spacing
+    from skinseg.losses import get_loss
+    from skinseg.metrics import summarize
+    from skinseg.models.inference import input_size, load_segmenter
+    from skinseg.run_folder import RunFolder
 
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(config_path):
-        raise EvaluationError(f"{config_path}: missing; is {run_dir} a run folder of train.py?")
-    config = RunConfig.load(config_path)
-    model_path = os.path.join(run_dir, "best.keras")
-    model = load_segmenter(model_path)
-    pairs = load_test_pairs(run_dir, config, settings.data, skip_bad)
+    run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+    if not run.is_run():
+        raise EvaluationError(f"{run.config_path}: missing; is {run.path} a run folder of train.py?")
+    config = run.read_config()
+    if not os.path.exists(run.best_network):
+        raise EvaluationError(
+            f"{run.best_network}: not written yet; the run has not completed an epoch "
+            f"(python train.py --out {run.path} --resume continues it)"
+        )
+    progress = run_progress(run)
+    if progress["completed_epochs"] < progress["epochs"] and not progress["stopped_early"]:
+        log.warning(
+            "%s: stopped after epoch %d of %d; scoring its best network so far",
+            run.path,
+            progress["completed_epochs"],
+            progress["epochs"],
+        )
+    model = load_segmenter(run.best_network)
+    pairs = load_test_pairs(run, config, settings.data, skip_bad)
+    overlap = training_overlap(run, pairs)
+    if overlap:
+        log.warning(
+            "warning: %d of the %d test images were in the run's training or validation split (e.g. %s); "
+            "the scores are not a test of generalisation",
+            len(overlap),
+            len(pairs),
+            overlap[0],
+        )
     rows, ms = score_pairs(
         model,
         pairs,
@@ -229,29 +258,27 @@ def evaluate_run(
         batch_size,
         parse_spacing(settings.spacing),
     )
-    state_path = os.path.join(run_dir, "resume", "state.json")
-    best_epoch = read_json(state_path).get("best_epoch") if os.path.exists(state_path) else None
-    final_loss, best_loss = _history_losses(run_dir, best_epoch)
+    best = run.read_best() or {}
+    history = run.read_history()
+    at_best = next((r.get("loss") for r in history if r["epoch"] == best.get("epoch")), None)
     summary = summarize(rows)
     summary.update(
-        run=os.path.basename(os.path.normpath(run_dir)),
+        run=run.name,
         model=config.model,
-        model_path=model_path,
+        model_path=run.best_network,
         params=int(model.count_params()),
         test_loss=float(np.mean([r["loss"] for r in rows])),
-        train_loss=best_loss,
-        train_loss_final=final_loss,
-        best_epoch=best_epoch,
+        train_loss=at_best,
+        train_loss_final=history[-1].get("loss") if history else None,
+        best_epoch=best.get("epoch"),
+        progress=progress,
+        training_overlap=len(overlap),
         input_size=list(input_size(model)),
         ms_per_image=ms,
         settings=settings.to_json(),
     )
-    out = os.path.join(run_dir, "eval")
-    write_text(os.path.join(out, "per_image.csv"), per_image_csv(rows))
-    write_json(os.path.join(out, "summary.json"), summary)
+    run.write_evaluation(per_image_csv(rows), summary)
     if figures:
-        case_figure(
-            model, pairs, rows, config.preprocessing, settings, os.path.join(out, "cases.png"), summary["run"]
-        )
+        case_figure(model, pairs, rows, config.preprocessing, settings, run.cases_path, summary["run"])
     keras.backend.clear_session()
     return summary

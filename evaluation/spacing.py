@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import os
 
-from data_pipeline.errors import DataError
+from skinseg.data_pipeline.errors import DataError
 
 
 def parse_spacing(text: str | None):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import keras
 
-from losses.dice import BceDice
-from losses.flooding import flooded, flooded_gradient_only
-from losses.structure import StructureLoss
+from skinseg.losses.dice import BceDice
+from skinseg.losses.flooding import flooded, flooded_gradient_only
+from skinseg.losses.structure import StructureLoss
 
 LOSS_NAMES = ("bce", "dice", "bce_dice", "focal", "structure")
 

@@ -1,9 +1,9 @@
 """Per-image segmentation metrics (MedPy for surface distances), aggregation and tables."""
 
-from metrics.aggregate import summarize
-from metrics.overlap import overlap_metrics
-from metrics.per_image import METRICS, ShapeMismatchError, image_metrics
-from metrics.surface import surface_metrics
+from skinseg.metrics.aggregate import summarize
+from skinseg.metrics.overlap import overlap_metrics
+from skinseg.metrics.per_image import METRICS, ShapeMismatchError, image_metrics
+from skinseg.metrics.surface import surface_metrics
 
 __all__ = [
     "METRICS",

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 from scipy import stats
 
-from metrics.per_image import METRICS
+from skinseg.metrics.per_image import METRICS
 
 
 def bootstrap_ci(values: np.ndarray, seed: int = 0, resamples: int = 2000) -> tuple[float, float]:

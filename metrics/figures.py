@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from data_pipeline.atomic import atomic_path
+from skinseg.data_pipeline.atomic import atomic_path
 
 
 def _pyplot():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from metrics.overlap import overlap_metrics
-from metrics.surface import empty_case, surface_metrics
+from skinseg.metrics.overlap import overlap_metrics
+from skinseg.metrics.surface import empty_case, surface_metrics
 
 METRICS = (
     "dice",

@@ -64,6 +64,14 @@ def table_row(summary: dict) -> dict:
     return row
 
 
+def _progress_note(progress: dict | None) -> str:
+    """Marks a run whose training did not run its course."""
+    if not progress or progress["completed_epochs"] >= progress["epochs"]:
+        return ""
+    done = f"{progress['completed_epochs']}/{progress['epochs']} epochs"
+    return f" (early stopping: {done})" if progress["stopped_early"] else f" (unfinished: {done})"
+
+
 def render_results(runs: list[dict], baseline: str | None) -> str:
     """`runs`: [{"name", "summary", "dice_by_id"}]. Returns the Markdown document."""
     rows = [dict(table_row(r["summary"]), name=r["name"]) for r in runs]
@@ -85,7 +93,7 @@ def render_results(runs: list[dict], baseline: str | None) -> str:
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run, row in zip(runs, rows):
-        cells = [run["name"]]
+        cells = [run["name"] + _progress_note(run["summary"].get("progress"))]
         for key, _, _, fmt in COLUMNS:
             value = row.get(key)
             if value is None or (isinstance(value, float) and not math.isfinite(value)):

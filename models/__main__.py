@@ -1,15 +1,17 @@
-"""`python -m models summary`: every preset with its parameters and forward GFLOPs."""
+"""Every preset with its parameters and forward GFLOPs, and the HarDNet68 checkpoint converter.
+
+python -m skinseg.models summary [--image-size 128] [--max-filters none] [--json]
+python -m skinseg.models convert-hardnet68 hardnet68.pth encoder.weights.h5
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from models.registry import DEFAULT_MAX_FILTERS  # noqa: E402
+from skinseg.cli import exit_codes, import_tensorflow
+from skinseg.models.registry import DEFAULT_MAX_FILTERS
 
 
 def summarize(
@@ -17,9 +19,9 @@ def summarize(
 ) -> list[dict]:
     import keras
 
-    from models.complexity import count_params, forward_flops
-    from models.registry import PRESETS, build_model
-    from models.unet import level_filters
+    from skinseg.models.complexity import count_params, forward_flops
+    from skinseg.models.registry import PRESETS, build_model
+    from skinseg.models.unet import level_filters
 
     rows = []
     for name in names or PRESETS:
@@ -43,8 +45,14 @@ def summarize(
     return rows
 
 
+@exit_codes
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m skinseg.models",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     summary = sub.add_parser("summary", help="parameters and forward GFLOPs of every preset")
     summary.add_argument("--image-size", type=int, default=128, help="input size in pixels (default: 128)")
@@ -61,8 +69,9 @@ def main(argv=None) -> int:
     convert.add_argument("source", help="hardnet68.pth (needs torch) or a .npz of its state dict")
     convert.add_argument("target", help="output, ending in .weights.h5")
     args = parser.parse_args(argv)
+    import_tensorflow()
     if args.command == "convert-hardnet68":
-        from models.convert import convert_hardnet68
+        from skinseg.models.convert import convert_hardnet68
 
         try:
             convert_hardnet68(args.source, args.target)
@@ -71,7 +80,7 @@ def main(argv=None) -> int:
             return 2
         print(f"wrote {args.target}; train with --model hardnet_mseg --backbone-weights {args.target}")
         return 0
-    from models.registry import UnknownModelError, resolve
+    from skinseg.models.registry import UnknownModelError, resolve
 
     try:
         names = [resolve(n).name for n in args.models] if args.models else None

@@ -20,4 +20,10 @@ def forward_flops(model: keras.Model) -> int:
     graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec).graph
     options = profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    return int(profiler.profile(graph, options=options).total_float_ops)
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # the v1 profiler warns about its own v1 internals
+    try:
+        return int(profiler.profile(graph, options=options).total_float_ops)
+    finally:
+        logger.setLevel(level)

@@ -3,7 +3,7 @@ HarDNet-MSEG repositories) into encoder weights that `--backbone-weights PATH` l
 
 Keras layer `base3_layer5_conv` is PyTorch's `base.3.layers.5.conv`, `base4_bn` is `base.4.norm`.
 The checkpoint is read with torch when it is a `.pth`/`.pt` file, or from a `.npz` of the same keys.
-  python -m models convert-hardnet68 hardnet68.pth hardnet68_encoder.weights.h5
+  python -m skinseg.models convert-hardnet68 hardnet68.pth hardnet68_encoder.weights.h5
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def hardnet68_from_state_dict(state: dict[str, np.ndarray], image_size=(128, 128
     """A HarDNet68 encoder holding the checkpoint's weights."""
     from keras import layers
 
-    from models.hardnet_mseg import hardnet68_encoder
+    from skinseg.models.hardnet_mseg import hardnet68_encoder
 
     encoder = hardnet68_encoder(image_size)
     used = set()
@@ -78,7 +78,7 @@ def hardnet68_from_state_dict(state: dict[str, np.ndarray], image_size=(128, 128
 
 
 def convert_hardnet68(source: str, target: str) -> None:
-    from data_pipeline.atomic import atomic_path
+    from skinseg.data_pipeline.atomic import atomic_path
 
     encoder = hardnet68_from_state_dict(load_state_dict(source))
     with atomic_path(target) as tmp:

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from models.blocks import BN_MOMENTUM, conv_bn_act, image_input
+from skinseg.models.blocks import BN_MOMENTUM, conv_bn_act, image_input
 
 BACKBONES = {
     "resnet50": ("ResNet50", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),

@@ -11,9 +11,9 @@ import os
 import shutil
 import tempfile
 
-from data_pipeline.atomic import atomic_path, write_json
-from data_pipeline.preprocess import Preprocessing, shades_of_gray_tf
-from models.inference import input_size, load_segmenter
+from skinseg.data_pipeline.atomic import atomic_path, write_json
+from skinseg.data_pipeline.preprocess import Preprocessing, shades_of_gray_tf
+from skinseg.models.inference import input_size, load_segmenter
 
 
 def export(model_path: str, out: str, preprocessing: Preprocessing = Preprocessing()) -> dict:

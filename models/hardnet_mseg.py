@@ -18,7 +18,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.blocks import batch_norm, image_input
+from skinseg.models.blocks import batch_norm, image_input
 
 # HarDNet68
 STEM = (32, 64)

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline.errors import DataError
+from skinseg.data_pipeline.errors import DataError
 
 
 class ModelLoadError(RuntimeError):

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data_pipeline.image_io import IMAGE_SUFFIXES, read_image, to_original, write_image
-from data_pipeline.preprocess import Preprocessing, prepare_image
-from models.inference import Forward, input_size, load_segmenter, stream_predictions
+from skinseg.data_pipeline.image_io import IMAGE_SUFFIXES, read_image, to_original, write_image
+from skinseg.data_pipeline.preprocess import Preprocessing, prepare_image
+from skinseg.models.inference import Forward, input_size, load_segmenter, stream_predictions
 
 log = logging.getLogger("skinseg")
 
@@ -22,6 +22,34 @@ _MASK_STEM = re.compile(r"_segmentation$", re.I)
 
 class PredictError(RuntimeError):
     pass
+
+
+def resolve_model(path: str) -> tuple[str, Preprocessing]:
+    """A saved network and the preprocessing it was trained with, from a run folder (its
+    best.keras), a .keras file inside one, or a .keras file with a preprocessing.json beside it."""
+    from skinseg.run_folder import RunFolder
+
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        run = RunFolder(path)
+        if not run.is_run():
+            raise PredictError(f"{path}: a folder, but not a run folder of train.py (no config.json)")
+        if not os.path.exists(run.best_network):
+            raise PredictError(f"{run.best_network}: not written yet; the run has not completed an epoch")
+        return run.best_network, run.read_config().preprocessing
+    run = RunFolder(os.path.dirname(path))
+    if run.is_run():
+        return path, run.read_config().preprocessing
+    beside = os.path.join(os.path.dirname(path), "preprocessing.json")
+    if os.path.exists(beside):
+        import json
+
+        try:
+            with open(beside, encoding="utf-8") as handle:
+                return path, Preprocessing.from_json(json.load(handle))
+        except (OSError, ValueError, AttributeError) as err:
+            raise PredictError(f"{beside}: unreadable ({err})") from None
+    return path, Preprocessing()
 
 
 @dataclass
@@ -75,7 +103,7 @@ def predict_folder(
     `overlay`. Streams: memory holds two batches of decoded images (full size with `overlay`),
     whatever the number of inputs. An existing mask is left as it is without `overwrite`; its
     missing overlay is still drawn."""
-    from metrics.figures import overlay as draw_overlay
+    from skinseg.metrics.figures import overlay as draw_overlay
 
     model = load_segmenter(model_path)
     size = input_size(model)

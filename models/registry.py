@@ -78,16 +78,16 @@ def build_model(
     preset = resolve(name)
     width = width or preset.width
     if preset.family == "unet":
-        from models.unet import build_unet
+        from skinseg.models.unet import build_unet
 
         return build_unet(image_size, width, depth or preset.depth, max_filters, preset.name, padding)
     if depth is not None:
         raise ValueError(f"--depth applies to the UNet family only, not {preset.name}")
     if preset.family == "deeplabv3plus":
-        from models.deeplab import build_deeplabv3plus
+        from skinseg.models.deeplab import build_deeplabv3plus
 
         return build_deeplabv3plus(image_size, width, backbone, backbone_weights, name=preset.name)
-    from models.hardnet_mseg import build_hardnet_mseg
+    from skinseg.models.hardnet_mseg import build_hardnet_mseg
 
     if backbone_weights == "imagenet":
         raise ValueError(

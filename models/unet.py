@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.blocks import conv_bn_act, image_input, sigmoid_head
+from skinseg.models.blocks import conv_bn_act, image_input, sigmoid_head
 
 
 def level_filters(width: int, depth: int, max_filters: int | None) -> list[int]:

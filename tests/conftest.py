@@ -12,8 +12,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from data_pipeline.image_io import write_image  # noqa: E402
-from data_pipeline.synthetic import synthetic_pair  # noqa: E402
+from skinseg.data_pipeline.image_io import write_image  # noqa: E402
+from skinseg.data_pipeline.synthetic import synthetic_pair  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

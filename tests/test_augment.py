@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from data_pipeline.augment import JointElasticTransform, RandomTranspose, build_augmenter
-from data_pipeline.synthetic import synthetic_pair
+from skinseg.data_pipeline.augment import JointElasticTransform, RandomTranspose, build_augmenter
+from skinseg.data_pipeline.synthetic import synthetic_pair
 
 
 def _batch(n=8, size=64):

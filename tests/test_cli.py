@@ -1,57 +1,61 @@
-"""The command lines: help texts and errors at the edge (no tracebacks, exit code 2)."""
+"""The command lines: options declared once, mistakes caught before anything is written, quiet and
+useful output. Every mistake asserts its message and its exit code."""
+
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-import train
-from tests.conftest import TINY_TRAIN_ARGS
-
-OPTIONS = [
-    "--model",
-    "--data",
-    "--image-size",
-    "--epochs",
-    "--batch-size",
-    "--lr",
-    "--optimizer",
-    "--loss",
-    "--aug",
-    "--clahe",
-    "--flooding",
-    "--lr-schedule",
-    "--val-fraction",
-    "--seed",
-    "--mixed-precision",
-    "--width",
-    "--depth",
-    "--max-filters",
-    "--backbone-weights",
-    "--strategy",
-    "--out",
-    "--resume",
-    "--overwrite",
-    "--deterministic",
-    "--cache",
-    "--skip-bad",
-]
+from skinseg.cli import predict, train
+from skinseg.run_folder import RunFolder
+from skinseg.training.config import ConfigError, RunConfig
+from tests.conftest import ROOT, TINY_TRAIN_ARGS
 
 
-def test_train_help_documents_every_option_with_its_default(capsys):
+def _train_help(capsys) -> str:
     with pytest.raises(SystemExit) as done:
         train.main(["--help"])
     assert done.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())
-    for option in OPTIONS:
-        assert option in text, option
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_every_config_field_is_an_option_in_its_group_with_its_default(capsys):
+    from dataclasses import fields
+
+    text = _train_help(capsys)
+    for f in fields(RunConfig):
+        if f.metadata.get("cli") is not False:
+            assert "--" + f.name.replace("_", "-") in text, f.name
+    for group in ("data options", "model options", "optimisation options", "run options"):
+        assert group in text
     for default in (
         "(default: baseline)",
         "(default: 128)",
         "(default: 50)",
-        "(default: bce, as the reference)",
-        "(default: 0.1)",
-        "(default: auto)",
+        "(default: bce)",
         "(default: 1024)",
     ):
         assert default in text, default
+    assert "slightly_bigger_deeper" in text  # the model names, from the registry
+
+
+def test_help_and_a_misspelt_flag_do_not_import_tensorflow():
+    script = (
+        "import sys, contextlib, io\n"
+        f"sys.path.insert(0, {ROOT!r})\n"
+        "from skinseg.cli.train import main\n"
+        "for argv in (['--help'], ['--epoch', '3'], ['--epohcs', '3']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit as done:\n"
+        "            print(argv[0], done.code, file=sys.__stdout__)\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60).stdout
+    assert out.split("\n")[:4] == ["--help 0", "--epoch 2", "--epohcs 2", "False False"]
 
 
 def test_unknown_model_lists_the_valid_names(capsys):
@@ -60,13 +64,45 @@ def test_unknown_model_lists_the_valid_names(capsys):
     assert "unknown model 'segformer'" in err and "slightly_bigger_deeper" in err and "Traceback" not in err
 
 
-def test_missing_data_folder_and_bad_values(tmp_path, capsys):
-    assert train.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]) == 2
+def test_a_misspelt_monitor_is_refused_before_training(capsys, tmp_path):
+    with pytest.raises(SystemExit) as done:
+        train.main(["--monitor", "val_dcie", "--out", str(tmp_path / "run")])
+    assert done.value.code == 2
+    assert "invalid choice: 'val_dcie'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_values_and_a_missing_data_folder_leave_no_run_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train.main(["--data", str(tmp_path / "nowhere"), "--out", str(run)]) == 2
     assert "nowhere: not a folder" in capsys.readouterr().err
-    assert train.main(["--val-fraction", "1.5", "--out", str(tmp_path / "run2")]) == 2
-    assert "val_fraction" in capsys.readouterr().err
+    assert not run.exists()  # the corrected command can use the same --out
+    assert train.main(["--val-fraction", "1.5", "--out", str(run)]) == 2
+    assert "val_fraction must be in [0, 1)" in capsys.readouterr().err
+    assert train.main(["--elastic", "2", "--out", str(run)]) == 2
+    assert "elastic must be a probability" in capsys.readouterr().err
     assert train.main(["--resume"]) == 2
     assert "--resume needs --out" in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_config_json_with_an_unknown_key_or_a_bad_value_names_the_file_and_key(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**RunConfig().to_json(), "modle": "deeper"}))
+    with pytest.raises(ConfigError, match=r"config\.json: unknown key\(s\) modle"):
+        RunConfig.load(str(path))
+    path.write_text(json.dumps({**RunConfig().to_json(), "image_size": "big"}))
+    with pytest.raises(ConfigError, match=r"config\.json: image_size = 'big' is not a valid value"):
+        RunConfig.load(str(path))
+    path.write_text("{ not json")
+    with pytest.raises(ConfigError, match=r"config\.json: unreadable"):
+        RunConfig.load(str(path))
+
+
+def test_config_round_trips_through_json():
+    config = RunConfig(data=("/a", "/b"), max_filters=None, aug=True, width=8, lr=3e-4)
+    assert RunConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+    assert RunConfig(data="/x").data == (("/x",),)
 
 
 def test_multiworker_without_tf_config_is_a_clear_error(simple_dataset, tmp_path, capsys, monkeypatch):
@@ -80,5 +116,63 @@ def test_multiworker_without_tf_config_is_a_clear_error(simple_dataset, tmp_path
         "--out",
         str(tmp_path / "r"),
     ]
-    code = train.main(args)
-    assert code == 2 and "TF_CONFIG" in capsys.readouterr().err
+    assert train.main(args) == 2
+    assert "TF_CONFIG" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from tests.conftest import make_simple
+
+    base = tmp_path_factory.mktemp("finished")
+    data = make_simple(base / "data", n_train=8, n_test=2)
+    out = str(base / "run")
+    args = [*TINY_TRAIN_ARGS, "--epochs", "2", "--data", data, "--out", out]
+    assert train.main(args) == 0
+    return out, data
+
+
+@pytest.mark.integration
+def test_resume_extends_with_epochs_and_reports_every_option_it_ignores(finished_run, caplog):
+    out, _ = finished_run
+    caplog.set_level("INFO")
+    assert (
+        train.main(["--out", out, "--resume", "--epochs", "3", "--lr", "0.5", "--aug", "--verbose", "0"]) == 0
+    )
+    text = caplog.text
+    assert "ignoring --lr 0.5: a resumed run keeps its configuration (lr = 0.001)" in text
+    assert "ignoring --aug True" in text
+    assert "extending from 2 to 3 epochs" in text
+    assert [r["epoch"] for r in RunFolder(out).read_history()] == [1, 2, 3]
+    assert RunFolder(out).read_config().epochs == 3
+    caplog.clear()
+    assert train.main(["--out", out, "--resume", "--verbose", "0"]) == 0
+    assert "all 3 epochs are already done" in caplog.text and "--resume --epochs N extends" in caplog.text
+
+
+@pytest.mark.integration
+def test_predict_takes_a_run_folder(finished_run, tmp_path, capsys):
+    out, data = finished_run
+    images = os.path.join(data, "testing", "image")
+    assert predict.main(["--model", out, images, "--out", str(tmp_path / "masks")]) == 0
+    assert len(os.listdir(tmp_path / "masks")) == 2
+    assert predict.main(["--model", str(tmp_path), images, "--out", str(tmp_path / "m2")]) == 2
+    assert "not a run folder of train.py" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_a_cpu_user_sees_where_it_runs_and_one_line_per_epoch_when_piped(simple_dataset, tmp_path):
+    """No TensorFlow/CUDA start-up lines; the run folder first; each epoch once."""
+    args = [sys.executable, "train.py", *TINY_TRAIN_ARGS, "--epochs", "2", "--data", simple_dataset]
+    args = [a for a in args if a not in ("--verbose", "0")]
+    done = subprocess.run(
+        [*args, "--out", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    for noise in ("cuInit", "oneDNN", "absl", "cuda drivers", "cpu_feature_guard", "rebuild TensorFlow"):
+        assert noise not in done.stderr, noise
+    assert lines[0].startswith("TensorFlow ") and "on the CPU" in lines[0]
+    assert lines[1] == f"run folder: {tmp_path / 'run'}"
+    assert sum(line.startswith("epoch 1/2") for line in lines) == 1
+    assert sum(line.startswith("epoch 2/2") for line in lines) == 1

@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import evaluate
-from data_pipeline.discovery import Pair
-from data_pipeline.image_io import read_mask
-from data_pipeline.split import write_split
-from evaluation.score_run import SUMMARY_VERSION, EvalSettings, evaluate_run
+from skinseg.cli import evaluate
+from skinseg.data_pipeline.discovery import Pair
+from skinseg.data_pipeline.image_io import read_mask
+from skinseg.data_pipeline.split import write_split
+from skinseg.evaluation.score_run import SUMMARY_VERSION, EvalSettings, evaluate_run
+from skinseg.training.config import RunConfig
+from skinseg.training.run import run_training
 from tests.conftest import TINY_RUN
-from training.config import RunConfig
-from training.run import run_training
+
+pytestmark = pytest.mark.integration  # trains models or starts processes
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +112,7 @@ def test_errors_name_the_file(tmp_path, capsys):
     run.mkdir()
     RunConfig(out=str(run)).save(str(run / "config.json"))
     assert evaluate.main(["--run", str(run)]) == 2
-    assert f"{run}/best.keras: no such model file" in capsys.readouterr().err
+    assert f"{run}/best.keras: not written yet; the run has not completed an epoch" in capsys.readouterr().err
     (run / "best.keras").write_text("not a zip")
     assert evaluate.main(["--run", str(run)]) == 2
     assert "best.keras: not a .keras model file" in capsys.readouterr().err
@@ -218,3 +220,17 @@ def test_shifted_prediction_costs_what_the_shift_says(tmp_path):
     assert float(row["avg_hausdorff"]) == pytest.approx(s * (s + 1) / (2 * w))
     evaluate_run(run, EvalSettings(at="input", spacing="0.5"), figures=False)
     assert float(_rows(run)[0]["hd"]) == pytest.approx(s * 0.5)
+
+
+def test_scoring_training_images_is_flagged(runs, caplog):
+    """An images/masks folder pair has no test split: evaluating on the training data must say so."""
+    run = os.path.join(runs, "baseline")
+    data = json.load(open(os.path.join(run, "split.json")))["data"]
+    caplog.set_level("WARNING")
+    evaluate_run(
+        run,
+        EvalSettings(data=(os.path.join(data, "training", "image"), os.path.join(data, "training", "label"))),
+        figures=False,
+    )
+    assert "of the 12 test images were in the run's training or validation split" in caplog.text
+    assert json.load(open(os.path.join(run, "eval", "summary.json")))["training_overlap"] == 12

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_pipeline.errors import ImageReadError
-from data_pipeline.image_io import (
+from skinseg.data_pipeline.errors import ImageReadError
+from skinseg.data_pipeline.image_io import (
     peek_size,
     read_image,
     read_mask,
@@ -14,7 +14,7 @@ from data_pipeline.image_io import (
     to_original,
     write_image,
 )
-from data_pipeline.tfdata import load_example
+from skinseg.data_pipeline.tfdata import load_example
 
 
 def _save(path, array, mode=None, **options):

@@ -4,8 +4,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from data_pipeline.__main__ import main
-from data_pipeline.report import inspect_dataset
+from skinseg.data_pipeline.__main__ import main
+from skinseg.data_pipeline.report import inspect_dataset
 
 
 def test_inspect_json_reports_splits_and_no_problems(simple_dataset, capsys):

@@ -17,10 +17,12 @@ import keras
 import numpy as np
 import pytest
 
+from skinseg.run_folder import RunFolder
+from skinseg.training.config import RunConfig
+from skinseg.training.run import run_training
 from tests.conftest import ROOT, make_simple
-from training.callbacks import read_history
-from training.config import RunConfig
-from training.run import run_training
+
+pytestmark = pytest.mark.integration  # trains models or starts processes
 
 EPOCHS = 4
 ARGS = {
@@ -105,7 +107,7 @@ def test_kill_during_an_epoch_then_resume(setup):
     assert _completed(run) < EPOCHS
     _assert_no_half_written_files(run)
     _resume(run)
-    rows = read_history(os.path.join(run, "history.csv"))
+    rows = RunFolder(run).read_history()
     assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
     np.testing.assert_allclose(_columns(rows), _columns(reference), atol=1e-4)
     _assert_no_half_written_files(run)
@@ -127,7 +129,7 @@ def test_kill_while_a_checkpoint_is_being_written_then_resume(setup):
     _assert_no_half_written_files(run)
     _resume(run)
     assert not glob.glob(os.path.join(run, ".tmp-*")) and not glob.glob(os.path.join(run, "resume", ".tmp-*"))
-    rows = read_history(os.path.join(run, "history.csv"))
+    rows = RunFolder(run).read_history()
     assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
     np.testing.assert_allclose(_columns(rows), _columns(reference), atol=1e-4)
     _assert_no_half_written_files(run)

@@ -4,9 +4,9 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
-from losses import get_loss
-from losses.flooding import flooded, flooded_gradient_only
-from losses.structure import StructureLoss, border_weight
+from skinseg.losses import get_loss
+from skinseg.losses.flooding import flooded, flooded_gradient_only
+from skinseg.losses.structure import StructureLoss, border_weight
 
 
 def test_dice_and_bce_dice_hand_values():

@@ -8,15 +8,18 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from models.registry import build_model
+from skinseg.models.registry import build_model
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration  # starts processes
 
 CHILD = """
 import json, resource, sys
 sys.path.insert(0, {root!r})
-import predict
+from skinseg.cli import predict
 code = predict.main(["--model", {model!r}, {folder!r}, "--out", {out!r}, "--overlay", "--batch-size", "2"])
 print(json.dumps({{"code": code, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """

@@ -5,8 +5,15 @@ import pandas as pd
 import pytest
 from medpy.metric import binary as mb
 
-from metrics import METRICS, ShapeMismatchError, image_metrics, overlap_metrics, summarize, surface_metrics
-from metrics.surface import joint_crop
+from skinseg.metrics import (
+    METRICS,
+    ShapeMismatchError,
+    image_metrics,
+    overlap_metrics,
+    summarize,
+    surface_metrics,
+)
+from skinseg.metrics.surface import joint_crop
 
 
 def _m(rows):
@@ -118,7 +125,7 @@ def test_average_hausdorff_is_simpleitks_on_the_whole_image_with_spacing():
     synthetic-lesion masks of a realistic size; spacing is honoured in ITK's (x, y) order."""
     import SimpleITK as sitk
 
-    from data_pipeline.synthetic import synthetic_pair
+    from skinseg.data_pipeline.synthetic import synthetic_pair
 
     def full_image(mask, spacing):
         image = sitk.GetImageFromArray(mask.astype(np.uint8))

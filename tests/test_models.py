@@ -2,9 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from models.complexity import count_params, forward_flops
-from models.registry import PRESETS, UnknownModelError, build_model, resolve
-from models.unet import build_unet, level_filters
+from skinseg.models.complexity import count_params, forward_flops
+from skinseg.models.registry import PRESETS, UnknownModelError, build_model, resolve
+from skinseg.models.unet import build_unet, level_filters
 
 
 def test_registry_names_aliases_and_error():
@@ -144,14 +144,14 @@ def test_forward_flops_match_hand_count():
 
 
 def test_unknown_backbone_weights_file_is_a_clear_error(tmp_path):
-    from models.deeplab import BackboneWeightsError
+    from skinseg.models.deeplab import BackboneWeightsError
 
     with pytest.raises(BackboneWeightsError, match="not found"):
         build_model("deeplabv3plus", 64, backbone_weights=str(tmp_path / "missing.h5"))
 
 
 def test_imagenet_offline_error_tells_how_to_pass_a_file(monkeypatch, tmp_path):
-    from models.deeplab import BackboneWeightsError
+    from skinseg.models.deeplab import BackboneWeightsError
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
 
@@ -208,8 +208,8 @@ def test_mixed_precision_keeps_a_float32_sigmoid():
 def test_hardnet68_pytorch_checkpoint_conversion(tmp_path):
     """A state dict laid out as PyTorch's HarDNet68 (OIHW kernels, `base.i.layers.j.conv/norm`)
     converts to encoder weights that HarDNet-MSEG loads, value for value."""
-    from models.convert import _torch_name, convert_hardnet68
-    from models.hardnet_mseg import hardnet68_encoder
+    from skinseg.models.convert import _torch_name, convert_hardnet68
+    from skinseg.models.hardnet_mseg import hardnet68_encoder
 
     source = hardnet68_encoder((64, 64))
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from models.registry import build_model
+from skinseg.models.registry import build_model
 
 EXPECTED = {  # capped at 1024 channels by default, as the README's table says
     "baseline": 31_055_297,

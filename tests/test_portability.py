@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from models.registry import PRESETS, build_model
+from skinseg.models.registry import PRESETS, build_model
 
 # (file name, preset, image size, overrides): every preset at a tiny width, both DeepLab backbones.
 CASES = [

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import predict
-from data_pipeline.preprocess import Preprocessing, shades_of_gray
-from models.export import export
-from models.predict import predict_folder
-from models.registry import build_model
+from skinseg.cli import predict
+from skinseg.data_pipeline.preprocess import Preprocessing, shades_of_gray
+from skinseg.models.export import export
+from skinseg.models.predict import predict_folder
+from skinseg.models.registry import build_model
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from data_pipeline.preprocess import Preprocessing, prepare_image, shades_of_gray, shades_of_gray_tf
+from skinseg.data_pipeline.preprocess import Preprocessing, prepare_image, shades_of_gray, shades_of_gray_tf
 
 
 def _scene():

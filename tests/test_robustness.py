@@ -1,4 +1,4 @@
-"""The bad-input catalogue (README, "Bad input"): every case is fed to `data_pipeline inspect`,
+"""The bad-input catalogue (README, "Bad input"): every case is fed to `python -m skinseg.data_pipeline inspect`,
 `train.py`, `evaluate.py` and `predict.py`, and each command's behaviour is asserted: accepted
 (with the documented conversion), reported and skipped, or stopped with a message naming the file.
 No case may reach the user as a Python traceback; exit codes are non-zero exactly where a command
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import evaluate
-import predict
-import train
-from data_pipeline.__main__ import main as data_main
+from skinseg.cli import evaluate, predict, train
+from skinseg.data_pipeline.__main__ import main as data_main
 from tests.conftest import TINY_TRAIN_ARGS, make_simple
+
+pytestmark = pytest.mark.integration  # trains models or starts processes
 
 TRAIN_ARGS = TINY_TRAIN_ARGS
 

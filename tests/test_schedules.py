@@ -1,9 +1,9 @@
 import keras
 import pytest
 
-from training.callbacks import Flooding, learning_rate, schedule_callbacks
-from training.config import RunConfig
-from training.trainer import DiceScore, SegmentationTrainer
+from skinseg.training.callbacks import Flooding, learning_rate, schedule_callbacks
+from skinseg.training.config import RunConfig
+from skinseg.training.trainer import DiceScore, SegmentationTrainer
 
 
 def test_step_schedule_is_x01_every_30_epochs():

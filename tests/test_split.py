@@ -1,8 +1,8 @@
 import pytest
 
-from data_pipeline.discovery import Pair
-from data_pipeline.errors import DataError
-from data_pipeline.split import carve_validation, read_split, write_split
+from skinseg.data_pipeline.discovery import Pair
+from skinseg.data_pipeline.errors import DataError
+from skinseg.data_pipeline.split import carve_validation, read_split, write_split
 
 
 def _pairs(n):
@@ -40,3 +40,37 @@ def test_split_with_moved_data_names_the_file(tmp_path):
     write_split(path, {"train": _pairs(1), "validation": [], "test": []})
     with pytest.raises(DataError, match="no longer exists"):
         read_split(path)
+
+
+def _isic2017(root):
+    from tests.conftest import write_pairs
+
+    for k, split in enumerate(("Training", "Validation", "Test_v2")):
+        ids = [f"ISIC_{k}{i:06d}" for i in range(6 if split == "Training" else 2)]
+        write_pairs(
+            root / f"ISIC-2017_{split}_Data", root / f"ISIC-2017_{split}_Part1_GroundTruth", ids, (32, 32)
+        )
+    return str(root)
+
+
+@pytest.mark.parametrize(
+    ("val_from", "source", "n_val"), [("auto", "layout", 2), ("layout", "layout", 2), ("train", "train", 1)]
+)
+def test_the_layouts_own_validation_split_is_used_when_it_has_one(tmp_path, val_from, source, n_val):
+    from skinseg.data_pipeline.split import assemble_splits
+
+    splits = assemble_splits(
+        _isic2017(tmp_path), None, image_size=32, val_fraction=0.2, val_from=val_from, seed=0, skip_bad=False
+    )
+    assert splits.validation_from == source and len(splits.validation) == n_val
+    assert {p.id[:6] for p in splits.validation} == ({"ISIC_1"} if source == "layout" else {"ISIC_0"})
+    assert len(splits.test) == 2 and len(splits.train) == 6 - (n_val if source == "train" else 0)
+
+
+def test_asking_for_a_validation_split_the_layout_lacks_is_an_error(simple_dataset):
+    from skinseg.data_pipeline.split import assemble_splits
+
+    with pytest.raises(DataError, match="has no validation split; use --val-from train"):
+        assemble_splits(
+            simple_dataset, None, image_size=32, val_fraction=0.2, val_from="layout", seed=0, skip_bad=False
+        )

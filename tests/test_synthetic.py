@@ -2,8 +2,8 @@ import os
 
 import numpy as np
 
-from data_pipeline.discovery import discover_pairs
-from data_pipeline.synthetic import default_data, generate_synthetic, synthetic_pair
+from skinseg.data_pipeline.discovery import discover_pairs
+from skinseg.data_pipeline.synthetic import default_data, generate_synthetic, synthetic_pair
 
 
 def test_deterministic_and_plausible():

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from data_pipeline.discovery import discover_pairs
-from data_pipeline.image_io import read_image, read_mask, resize_image
-from data_pipeline.preprocess import Preprocessing
-from data_pipeline.tfdata import load_example, make_dataset, resolve_cache, steps_per_epoch
+from skinseg.data_pipeline.discovery import discover_pairs
+from skinseg.data_pipeline.image_io import read_image, read_mask, resize_image
+from skinseg.data_pipeline.preprocess import Preprocessing
+from skinseg.data_pipeline.tfdata import load_example, make_dataset, resolve_cache, steps_per_epoch
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_cpu_albumentations_hook_transforms_jointly(pairs):
 
 
 def test_auto_cache_falls_back_to_disk_when_too_big(monkeypatch):
-    import data_pipeline.tfdata as tfdata
+    import skinseg.data_pipeline.tfdata as tfdata
 
     monkeypatch.setattr(tfdata, "available_memory", lambda: 1_000_000_000)
     assert resolve_cache("auto", 1000, 128) == "memory"  # 65 MB
@@ -78,7 +78,7 @@ def test_auto_cache_falls_back_to_disk_when_too_big(monkeypatch):
 
 
 def test_evaluation_feeds_the_model_what_training_fed_it(pairs):
-    from evaluation.score_run import _loader
+    from skinseg.evaluation.score_run import _loader
 
     spec = Preprocessing(clahe=True, color_constancy=True)
     trained_on, trained_mask = load_example(pairs[0].image, pairs[0].mask, 32, spec)

@@ -6,10 +6,12 @@ import keras
 import numpy as np
 import pytest
 
+from skinseg.run_folder import RunFolder, RunFolderError
+from skinseg.training.config import RunConfig, default_run_name
+from skinseg.training.run import TrainingDiverged, run_training
 from tests.conftest import TINY_RUN
-from training.callbacks import read_history
-from training.config import RunConfig, default_run_name
-from training.run import RunFolderError, TrainingDiverged, run_training
+
+pytestmark = pytest.mark.integration  # trains models or starts processes
 
 TINY = {**TINY_RUN, "epochs": 2, "cache": "memory"}
 
@@ -46,7 +48,7 @@ def test_run_folder_is_complete(simple_dataset, tmp_path):
     split = json.load(open(os.path.join(run, "split.json")))
     assert (len(split["train"]), len(split["validation"]), len(split["test"])) == (10, 2, 4)
     assert not {r["id"] for r in split["train"]} & {r["id"] for r in split["validation"]}
-    rows = read_history(os.path.join(run, "history.csv"))
+    rows = RunFolder(run).read_history()
     assert [r["epoch"] for r in rows] == [1, 2]
     assert {"loss", "dice", "val_loss", "val_dice", "lr", "time_s"} <= set(rows[0])
     assert rows[0]["lr"] < rows[1]["lr"] or rows[1]["lr"] < config.lr  # cosine warm-up/decay moved it
@@ -117,7 +119,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(simpl
     with pytest.raises(TrainingDiverged, match="epoch 2, step 2") as err:
         run_training(config, network=network, verbose=0)
     assert "last.keras, epoch 1" in str(err.value)
-    assert [r["epoch"] for r in read_history(os.path.join(tmp_path / "run", "history.csv"))] == [1]
+    assert [r["epoch"] for r in RunFolder(tmp_path / "run").read_history()] == [1]
     state = json.load(open(tmp_path / "run" / "resume" / "state.json"))
     assert state["completed_epochs"] == 1
 
@@ -138,10 +140,11 @@ def test_config_validation():
 MIRRORED_SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
-from training.distribute import split_cpu
+from skinseg.training.distribute import split_cpu
 split_cpu(2)
-from training.config import RunConfig
-from training.run import run_training
+from skinseg.training.config import RunConfig
+from skinseg.training.run import run_training
+
 common = dict(data={data!r}, model="baseline", width=4, depth=2, image_size=32, batch_size=8, epochs=1,
               val_fraction=0.0)
 single = run_training(RunConfig(strategy="default", out={out!r} + "/single", **common), verbose=0)

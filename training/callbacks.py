@@ -1,19 +1,18 @@
-"""Callbacks: flooding level, LR schedule, non-finite guard, and the run recorder (history.csv,
-best/last checkpoints, resume state, curves.png), every file written atomically."""
+"""Callbacks: flooding level, LR schedule, non-finite guard, the run recorder (history.csv,
+best/last checkpoints, resume state, curves.png, through the RunFolder) and the epoch printer."""
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
-import os
+import sys
 import time
 
 import keras
 import numpy as np
 
-from data_pipeline.atomic import atomic_path, read_json, write_json, write_text
+from skinseg.data_pipeline.atomic import atomic_path
+from skinseg.run_folder import file_digest
 
 log = logging.getLogger("skinseg")
 
@@ -81,28 +80,29 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 
 def _current_lr(optimizer) -> float:
-    lr = optimizer.learning_rate
-    return float(keras.ops.convert_to_numpy(lr))
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 class RunRecorder(keras.callbacks.Callback):
-    """After every finished epoch: history.csv and best.keras (when `monitor` improved). Every
-    `every` epochs and at the end: last.keras, the resume state (trainer weights + optimizer, and
-    state.json naming them, written last: the commit point), and curves.png. A killed run thus
-    always has a consistent last completed epoch."""
+    """After every finished epoch: history.csv, and best.keras + best.json when `monitor`
+    improved. Every `every` epochs and at the end: last.keras, the resume state (trainer weights
+    with the optimizer, then state.json naming them: the commit point) and curves.png. A killed
+    run thus always has a consistent last completed epoch."""
 
     def __init__(
-        self, run_dir: str, monitor: str, mode: str, state: dict | None = None, rows=None, every: int = 1
+        self, run, monitor: str, mode: str, state: dict | None, rows, recorded: dict, every: int = 1
     ):
         super().__init__()
-        self.run_dir = run_dir
-        self.every = every  # last.keras and the resume state every `every` epochs (and at the end)
+        self.run = run
+        self.every = every
         self.monitor, self.mode = monitor, mode
+        self.recorded = recorded  # the configuration the resume state vouches for
         state = state or {}
         self.best = state.get("best", -math.inf if mode == "max" else math.inf)
         self.best_epoch = state.get("best_epoch", 0)
         self.rows = list(rows or [])
         self.plateau = None
+        self.stopped_early = False
         self._started = time.time()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -119,52 +119,62 @@ class RunRecorder(keras.callbacks.Callback):
             "time_s": round(time.time() - self._started, 2),
         }
         self.rows.append(row)
-        write_text(os.path.join(self.run_dir, "history.csv"), history_csv(self.rows))
+        self.run.write_history(self.rows)
         value = logs.get(self.monitor)
         improved = value is not None and (value > self.best if self.mode == "max" else value < self.best)
         if improved:
             self.best, self.best_epoch = float(value), epoch + 1
-            save_network(self.model.network, os.path.join(self.run_dir, "best.keras"))
+            self.run.save_best(self.model.network, epoch + 1, self.monitor, self.best)
         last_epoch = epoch + 1 == self.params.get("epochs")
+        if self.model.stop_training and not last_epoch:
+            self.stopped_early = True
         if (epoch + 1) % self.every == 0 or last_epoch or self.model.stop_training:
-            save_network(self.model.network, os.path.join(self.run_dir, "last.keras"))
-            self._save_resume_state(epoch + 1)
-            plot_curves(self.rows, os.path.join(self.run_dir, "curves.png"))  # ~0.1 s: not every fast epoch
-        shown = "  ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch",))
-        log.info(
-            "epoch %d/%d  %s%s",
-            epoch + 1,
-            self.params.get("epochs", 0),
-            shown,
-            "  (best)" if improved else "",
-        )
-
-    def _save_resume_state(self, completed: int) -> None:
-        resume_dir = os.path.join(self.run_dir, "resume")
-        os.makedirs(resume_dir, exist_ok=True)
-        weights = f"epoch{completed:04d}.weights.h5"
-        with atomic_path(os.path.join(resume_dir, weights)) as tmp:
-            self.model.save_weights(tmp)
-            _fault_injection_pause()
-        state = {
-            "completed_epochs": completed,
-            "weights": weights,
-            "best": self.best,
-            "best_epoch": self.best_epoch,
-            "seed_states": [np.asarray(v).tolist() for v in self.model.seed_states()],
-            "plateau": _plateau_state(self.plateau),
-        }
-        write_json(os.path.join(resume_dir, "state.json"), state)
-        for name in os.listdir(resume_dir):  # older states, now superseded
-            if name.endswith(".weights.h5") and name != weights and not name.startswith(".tmp-"):
-                os.remove(os.path.join(resume_dir, name))
+            last = self.run.save_network(self.model.network, self.run.last_network)
+            self.run.write_resume_state(
+                self.model,
+                {
+                    "completed_epochs": epoch + 1,
+                    "best": self.best,
+                    "best_epoch": self.best_epoch,
+                    "seed_states": [np.asarray(v).tolist() for v in self.model.seed_states()],
+                    "plateau": _plateau_state(self.plateau),
+                    "stopped_early": self.stopped_early,
+                    "config": self.recorded,
+                    "last_sha256": file_digest(last),
+                },
+            )
+            plot_curves(self.rows, self.run.curves_path)  # ~0.1 s: not every fast epoch
 
 
-def _fault_injection_pause() -> None:
-    """Tests set SKINSEG_CHECKPOINT_DELAY to kill a run while a checkpoint is being written."""
-    delay = float(os.environ.get("SKINSEG_CHECKPOINT_DELAY", "0") or 0)
-    if delay:
-        time.sleep(delay)
+class EpochPrinter(keras.callbacks.Callback):
+    """One line per epoch (to the log, so to train.log as well); on a terminal, a progress bar
+    for the epoch's steps before it. Keras' own progress output stays off."""
+
+    def __init__(self, recorder: RunRecorder, steps: int, bar: bool):
+        super().__init__()
+        self.recorder, self.steps, self.bar = recorder, steps, bar
+        self._progbar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.bar:
+            print(f"epoch {epoch + 1}/{self.params.get('epochs', 0)}", file=sys.stderr)
+            self._progbar = keras.utils.Progbar(self.steps, stateful_metrics=["loss", "dice"])
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._progbar is not None:
+            self._progbar.update(
+                batch + 1, [(k, v) for k, v in (logs or {}).items() if k in ("loss", "dice")]
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._progbar = None
+        rows = self.recorder.rows
+        if not rows or rows[-1]["epoch"] != epoch + 1:
+            return
+        row = rows[-1]
+        shown = "  ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
+        best = "  (best)" if self.recorder.best_epoch == epoch + 1 else ""
+        log.info("epoch %d/%d  %s%s", epoch + 1, self.params.get("epochs", 0), shown, best)
 
 
 def _plateau_state(callback) -> dict | None:
@@ -184,41 +194,6 @@ def restore_plateau(callback, state: dict | None) -> None:
             state["best"],
             state["cooldown_counter"],
         )
-
-
-def save_network(network: keras.Model, path: str) -> None:
-    with atomic_path(path) as tmp:
-        network.save(tmp)
-        _fault_injection_pause()
-
-
-def read_resume_state(run_dir: str) -> dict | None:
-    path = os.path.join(run_dir, "resume", "state.json")
-    if not os.path.exists(path):
-        return None
-    state = read_json(path)
-    state["weights_path"] = os.path.join(run_dir, "resume", state["weights"])
-    return state
-
-
-def history_csv(rows: list[dict]) -> str:
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return buffer.getvalue()
-
-
-def read_history(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as handle:
-        rows = []
-        for row in csv.DictReader(handle):
-            rows.append({k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""})
-        return rows
 
 
 def plot_curves(rows: list[dict], path: str) -> None:

@@ -1,107 +1,318 @@
-"""A run's whole configuration: one frozen dataclass, built from the CLI, saved as config.json."""
+"""A run's whole configuration: one frozen dataclass, saved as config.json, reloaded on resume.
+
+Each field is declared once, here, with what the command line needs (group, help, choices):
+`train.py`'s options are generated from these declarations. Importing this module is cheap (no
+TensorFlow), so `train.py --help` answers at once."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import json
+import os
 from dataclasses import dataclass, field, fields
 
-from data_pipeline.atomic import read_json, write_json
+from skinseg.data_pipeline.atomic import read_json, write_json
+from skinseg.models.registry import model_names, resolve
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LOSSES = ("bce", "dice", "bce_dice", "focal", "structure")
-LR_SCHEDULES = ("none", "step", "cosine", "plateau")
-STRATEGIES = ("auto", "default", "mirrored", "multiworker")
-CACHES = ("auto", "memory", "disk", "none")
+GROUPS = {
+    "data": "data",
+    "model": "model",
+    "optimisation": "optimisation",
+    "run": "run",
+}
+MONITORS = ("val_dice", "val_loss", "dice", "loss")  # the metrics training logs
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be run; the message names the option or the file."""
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() in ("none", "0") else int(text)
+
+
+def option(default, group: str, help: str, **cli):
+    """A RunConfig field with its command-line declaration; `cli=False` for record-only fields."""
+    return field(default=default, metadata={"group": group, "help": help, **cli})
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    model: str = "baseline"
-    data: str | None = None  # None: the embedded synthetic set
-    masks: str | None = None  # with `data` an images folder: the masks folder
-    image_size: int = 128
-    epochs: int = 50
-    batch_size: int = 16
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    weight_decay: float = 1e-4  # adamw only
-    loss: str = "bce"
-    aug: bool = False
-    elastic: float = 0.0  # probability of an elastic warp per image (with --aug)
-    clahe: bool = False
-    color_constancy: bool = False  # Shades-of-Gray colour constancy in the preprocessing
-    flooding: float = 0.0
-    flooding_start: int = 0  # epoch from which flooding is active
-    lr_schedule: str = "none"
-    step_every: int = 30
-    step_factor: float = 0.1
-    warmup_epochs: int = 0
-    plateau_patience: int = 5
-    val_fraction: float = 0.1
-    seed: int = 0
-    deterministic: bool = False
-    mixed_precision: bool = False
-    width: int | None = None
-    depth: int | None = None
-    max_filters: int | None = 1024
-    padding: str = "reflect"  # UNet convolutions: "reflect" (the reference) or "zeros"
-    backbone: str = "resnet101"  # DeepLabV3+
-    backbone_weights: str = "none"
-    strategy: str = "auto"
-    logical_cpus: int = 0
-    cache: str = "auto"
-    monitor: str = "val_dice"
-    early_stopping: int = 0  # patience in epochs; 0 = off
-    checkpoint_every: int = 1  # epochs between last.keras / resume states (big models on fast GPUs)
-    tensorboard: bool = False
-    skip_bad: bool = False
-    out: str = ""
-    created_with: dict = field(default_factory=dict)  # library versions, for the record
+    # data
+    data: tuple[tuple[str, ...], ...] | None = option(
+        None,
+        "data",
+        "data set folder (ISIC 2016/2017/2018 as unzipped, or {training,testing}/{image,label}), or an "
+        "images folder and a masks folder (default: the built-in synthetic set)",
+        nargs="+",
+        action="append",
+        metavar="PATH",
+    )
+    image_size: int = option(128, "data", "training resolution in pixels")
+    val_fraction: float = option(0.1, "data", "share of the training data held out for validation")
+    val_from: str = option(
+        "auto",
+        "data",
+        "validation split: layout (the data set's own, e.g. ISIC 2017/2018), train (carved from the "
+        "training split), auto (layout when it has one)",
+        choices=("auto", "layout", "train"),
+    )
+    clahe: bool = option(False, "data", "CLAHE on every image, at train, test and inference time")
+    color_constancy: bool = option(
+        False, "data", "Shades-of-Gray colour constancy on every image (also inside the exports)"
+    )
+    cache: str = option(
+        "auto",
+        "data",
+        "where decoded, resized images are cached; auto: memory when they fit in a quarter of the "
+        "available RAM, else disk",
+        choices=("auto", "memory", "disk", "none"),
+    )
+    skip_bad: bool = option(False, "data", "leave out unusable files instead of stopping")
+    # model
+    model: str = option("baseline", "model", f"model preset: {', '.join(model_names())}", metavar="NAME")
+    width: int | None = option(
+        None,
+        "model",
+        "override the preset's width (UNet first-level filters, DeepLab ASPP filters, HarDNet RFB channels)",
+        type=int,
+    )
+    depth: int | None = option(None, "model", "override the UNet preset's number of levels", type=int)
+    max_filters: int | None = option(
+        1024, "model", "UNet channel cap; none: the reference's widths", type=_optional_int
+    )
+    padding: str = option(
+        "reflect",
+        "model",
+        "UNet convolution padding: reflect (the reference) or zeros (about 15%% faster on a CPU)",
+        choices=("reflect", "zeros"),
+    )
+    backbone: str = option(
+        "resnet101",
+        "model",
+        "DeepLabV3+ backbone, complete and dilated to output stride 16",
+        choices=("resnet101", "resnet50"),
+    )
+    backbone_weights: str = option(
+        "none",
+        "model",
+        "imagenet, none, or a local weights file (DeepLab: its ResNet; HarDNet: encoder); none trains "
+        "from scratch, as the reference",
+        metavar="WEIGHTS",
+    )
+    # optimisation
+    epochs: int = option(50, "optimisation", "epochs")
+    batch_size: int = option(16, "optimisation", "global batch size (split across replicas)")
+    lr: float = option(1e-3, "optimisation", "learning rate")
+    optimizer: str = option("adam", "optimisation", "optimizer", choices=("adam", "adamw", "sgd"))
+    weight_decay: float = option(1e-4, "optimisation", "AdamW weight decay")
+    loss: str = option(
+        "bce",
+        "optimisation",
+        "loss (bce as the reference)",
+        choices=("bce", "dice", "bce_dice", "focal", "structure"),
+    )
+    aug: bool = option(
+        False,
+        "optimisation",
+        "augmentation on the accelerator: flips, 90-degree rotations, rotation, zoom, translation, "
+        "brightness/contrast/hue",
+    )
+    elastic: float = option(0.0, "optimisation", "with --aug: probability of an elastic warp per image")
+    flooding: float = option(0.0, "optimisation", "flood level b of |L - b| + b; 0 = off", metavar="B")
+    flooding_start: int = option(0, "optimisation", "first epoch with flooding")
+    lr_schedule: str = option(
+        "none",
+        "optimisation",
+        "step: x0.1 every 30 epochs (as the reference); cosine: linear warm-up then cosine; plateau: "
+        "halve on a stalled validation loss",
+        choices=("none", "step", "cosine", "plateau"),
+    )
+    step_every: int = option(30, "optimisation", "step schedule period in epochs")
+    step_factor: float = option(0.1, "optimisation", "step schedule factor")
+    warmup_epochs: int = option(0, "optimisation", "cosine warm-up epochs")
+    plateau_patience: int = option(5, "optimisation", "plateau schedule patience in epochs")
+    mixed_precision: bool = option(False, "optimisation", "mixed_float16 (for GPUs)")
+    # run
+    seed: int = option(0, "run", "seeds Python, NumPy, TensorFlow, shuffling and augmentation")
+    deterministic: bool = option(False, "run", "TensorFlow op determinism (slower)")
+    monitor: str = option("val_dice", "run", "metric that selects best.keras", choices=MONITORS)
+    early_stopping: int = option(
+        0, "run", "stop after PATIENCE epochs without improvement; 0 = off", metavar="PATIENCE"
+    )
+    checkpoint_every: int = option(
+        1, "run", "epochs between last.keras/resume checkpoints (best.keras whenever it improves)"
+    )
+    strategy: str = option(
+        "auto",
+        "run",
+        "auto: MirroredStrategy when several GPUs are visible",
+        choices=("auto", "default", "mirrored", "multiworker"),
+    )
+    logical_cpus: int = option(0, "run", "split the CPU into N logical devices (tests tf.distribute)")
+    tensorboard: bool = option(False, "run", "write TensorBoard logs to the run folder")
+    out: str = option("", "run", "run folder (default: runs/<name derived from the options>)", metavar="DIR")
+    created_with: dict = field(default_factory=dict, metadata={"cli": False})  # library versions
 
     def __post_init__(self):
-        checks = {
-            "optimizer": OPTIMIZERS,
-            "loss": LOSSES,
-            "lr_schedule": LR_SCHEDULES,
-            "strategy": STRATEGIES,
-            "cache": CACHES,
-            "padding": ("reflect", "zeros"),
-            "backbone": ("resnet101", "resnet50"),
-        }
-        for name, allowed in checks.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be at least 1")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
-        if self.flooding < 0:
-            raise ValueError(f"flooding level must be >= 0; got {self.flooding}")
+        if isinstance(self.data, (str, os.PathLike)):  # RunConfig(data="ISIC2018/") from Python
+            object.__setattr__(self, "data", ((os.fspath(self.data),),))
+        elif self.data and all(isinstance(p, (str, os.PathLike)) for p in self.data):  # (images, masks)
+            object.__setattr__(self, "data", (tuple(map(os.fspath, self.data)),))
+        elif self.data is not None:
+            object.__setattr__(self, "data", tuple(tuple(map(os.fspath, s)) for s in self.data) or None)
+        resolve(self.model)  # an unknown name lists the valid ones
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
+        checks = (
+            (self.epochs >= 1, f"epochs must be at least 1; got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be at least 1; got {self.batch_size}"),
+            (self.image_size >= 16, f"image_size must be at least 16; got {self.image_size}"),
+            (0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1); got {self.val_fraction}"),
+            (self.flooding >= 0, f"flooding level must be >= 0; got {self.flooding}"),
+            (0.0 <= self.elastic <= 1.0, f"elastic must be a probability in [0, 1]; got {self.elastic}"),
+            (self.lr > 0, f"lr must be positive; got {self.lr}"),
+            (self.checkpoint_every >= 1, f"checkpoint_every must be at least 1; got {self.checkpoint_every}"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        for source in self.data or ():
+            if not 1 <= len(source) <= 2:
+                raise ConfigError(
+                    f"--data takes a data set folder, or an images folder and a masks folder; got {list(source)}"
+                )
+        if self.data and len(self.data) > 1:
+            raise ConfigError("one --data source per run (a data set folder, or images and masks folders)")
 
     @property
     def preprocessing(self):
-        from data_pipeline.preprocess import Preprocessing
+        from skinseg.data_pipeline.preprocess import Preprocessing
 
         return Preprocessing(clahe=self.clahe, color_constancy=self.color_constancy)
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["data"] = [list(source) for source in self.data] if self.data else None
+        return out
 
     @classmethod
-    def from_json(cls, data: dict) -> RunConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_json(cls, data: dict, source: str = "config") -> RunConfig:
+        """The configuration a config.json holds; unknown keys and wrong types are errors that
+        name the file and the key."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: not a JSON object")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} (not options of this version)")
+        values = {}
+        for key, value in data.items():
+            try:
+                values[key] = _coerce(known[key], value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{source}: {key} = {value!r} is not a valid value") from None
+        try:
+            return cls(**values)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
 
     def save(self, path: str) -> None:
         write_json(path, self.to_json())
 
     @classmethod
     def load(cls, path: str) -> RunConfig:
-        return cls.from_json(read_json(path))
+        try:
+            data = read_json(path)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{path}: unreadable ({err})") from None
+        return cls.from_json(data, path)
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+    def recorded(self) -> dict:
+        """What identifies the run's training: everything but where it lives, its library
+        versions and its length (which --resume --epochs may extend)."""
+        return {k: v for k, v in self.to_json().items() if k not in ("out", "created_with", "epochs")}
+
+
+def _coerce(f, value):
+    """A JSON value as the field's declared type (ints stay ints, lists become tuples)."""
+    kind = str(f.type)
+    if value is None:
+        if "None" in kind:
+            return None
+        raise TypeError
+    if f.name == "data":
+        if not isinstance(value, list) or not all(
+            isinstance(s, list) and all(isinstance(p, str) for p in s) for s in value
+        ):
+            raise TypeError
+        return tuple(tuple(s) for s in value)
+    if kind == "dict":
+        if not isinstance(value, dict):
+            raise TypeError
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
+    if kind.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError
+        return float(value)
+    if not isinstance(value, str):
+        raise TypeError
+    return value
+
+
+# --- the command line, generated from the fields ------------------------------------------------
+
+
+def add_options(parser: argparse.ArgumentParser, suppress_defaults: bool = False) -> None:
+    """Every RunConfig option, in its group. With `suppress_defaults`, options not given stay
+    out of the namespace (to tell which ones a user typed)."""
+    groups = {name: parser.add_argument_group(f"{title} options") for name, title in GROUPS.items()}
+    for f in fields(RunConfig):
+        meta = f.metadata
+        if meta.get("cli") is False:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kwargs = {"dest": f.name, "help": meta["help"]}
+        if isinstance(f.default, bool):
+            kwargs["action"] = "store_true"
+        else:
+            for key in ("choices", "nargs", "metavar", "action"):
+                if key in meta:
+                    kwargs[key] = meta[key]
+            if "type" in meta:
+                kwargs["type"] = meta["type"]
+            elif isinstance(f.default, (int, float)) and "nargs" not in meta:
+                kwargs["type"] = type(f.default)
+            if "metavar" not in kwargs and "choices" not in kwargs:
+                kwargs["metavar"] = "X" if kwargs.get("type") is float else "N"
+            if f.default is not None and f.default != "":
+                kwargs["help"] += " (default: %(default)s)"
+        if suppress_defaults:
+            kwargs["default"] = argparse.SUPPRESS
+        elif not isinstance(f.default, bool):
+            kwargs["default"] = f.default
+        groups[meta["group"]].add_argument(flag, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    values = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
+    if values.get("data"):
+        values["data"] = tuple(tuple(os.path.abspath(p) for p in source) for source in values["data"])
+    return RunConfig(**values)
 
 
 def default_run_name(config: RunConfig) -> str:
@@ -130,7 +341,3 @@ def default_run_name(config: RunConfig) -> str:
     if config.seed:
         parts.append(f"s{config.seed}")
     return "-".join(parts)
-
-
-def dumps(config: RunConfig) -> str:
-    return json.dumps(config.to_json(), indent=2)

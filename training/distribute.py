@@ -16,9 +16,17 @@ class StrategyError(RuntimeError):
 def split_cpu(n: int) -> None:
     """Expose the CPU as `n` logical devices (to run MirroredStrategy without GPUs). Must run
     before TensorFlow initialises its devices."""
-    if n > 1:
-        cpu = tf.config.list_physical_devices("CPU")[0]
+    if n <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError:  # devices already initialised: fine if they are already split so
+        if len(tf.config.list_logical_devices("CPU")) != n:
+            raise StrategyError(
+                f"--logical-cpus {n}: TensorFlow's devices were initialised before they could be split; "
+                "run the command in a fresh process"
+            ) from None
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

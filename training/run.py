@@ -1,5 +1,9 @@
-"""One training run, from configuration to a complete run folder:
-config.json, split.json, history.csv, best.keras, last.keras, resume/, curves.png, train.log."""
+"""One training run, from a configuration to a complete run folder (see skinseg.run_folder).
+
+Everything that can be checked is checked before the folder is touched: the data (discovered and
+decoded), the options, and for --resume the folder's own records (configuration, history and
+checkpoints against what the resume state vouches for). One process writes a run folder at a time.
+"""
 
 from __future__ import annotations
 
@@ -10,45 +14,21 @@ import shutil
 import sys
 from dataclasses import dataclass
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-from data_pipeline.augment import build_augmenter
-from data_pipeline.checks import check_pairs
-from data_pipeline.discovery import Pair, discover_pairs
-from data_pipeline.errors import DataError
-from data_pipeline.split import carve_validation, read_split, write_split
-from data_pipeline.synthetic import default_data
-from data_pipeline.tfdata import make_dataset, resolve_cache, steps_per_epoch
-from losses import get_loss
-from models.registry import build_model
-from training.callbacks import (
-    Flooding,
-    NonFiniteGuard,
-    RunRecorder,
-    learning_rate,
-    read_history,
-    read_resume_state,
-    restore_plateau,
-    schedule_callbacks,
-)
-from training.config import RunConfig, default_run_name
-from training.distribute import make_strategy
-from training.trainer import DiceScore, SegmentationTrainer
+from skinseg.data_pipeline.split import assemble_splits
+from skinseg.data_pipeline.synthetic import default_data
+from skinseg.run_folder import RunFolder, RunFolderError, file_digest
+from skinseg.training.config import RunConfig, default_run_name
 
 log = logging.getLogger("skinseg")
 
 
-class RunFolderError(RuntimeError):
-    """The run folder cannot be used as asked (exists, or has nothing to resume)."""
-
-
 class TrainingDiverged(RuntimeError):
-    def __init__(self, epoch: int, step: int, run_dir: str, last_good: int):
+    def __init__(self, epoch: int, step: int, run: RunFolder, last_good: int):
         self.epoch, self.step = epoch, step
         kept = (
-            f"the last good checkpoint ({os.path.join(run_dir, 'last.keras')}, epoch {last_good}) is kept"
+            f"the last good checkpoint ({run.last_network}, epoch {last_good}) is kept"
             if last_good
             else "no epoch had completed, so there is no checkpoint"
         )
@@ -67,67 +47,18 @@ class RunResult:
     history: list[dict]
 
 
-def data_root(config: RunConfig) -> str:
-    return config.data or default_data()
-
-
-def _problem_lines(problems, limit=20) -> str:
-    lines = [f"  {p.file}: {p.problem}" for p in problems[:limit]]
-    if len(problems) > limit:
-        lines.append(f"  ... and {len(problems) - limit} more (python -m data_pipeline inspect lists all)")
-    return "\n".join(lines)
-
-
-def usable_pairs(pairs: list[Pair], name_problems, config: RunConfig, what: str) -> tuple[list[Pair], list]:
-    """Decode-check `pairs`; stop on any unusable file unless `skip_bad`, which drops them."""
-    infos, problems = check_pairs(pairs, decode_size=(config.image_size, config.image_size))
-    errors = [p for p in [*name_problems, *problems] if p.severity == "error"]
-    for warning in (p for p in problems if p.severity == "warning"):
-        log.debug("%s: %s", warning.file, warning.problem)
-    if errors and not config.skip_bad:
-        raise DataError(
-            f"{len(errors)} problem(s) in the {what} data:\n{_problem_lines(errors)}\n"
-            "Fix or remove these files, or pass --skip-bad to leave them out"
-        )
-    if errors:
-        log.warning("leaving out %d unusable file(s) (--skip-bad):\n%s", len(errors), _problem_lines(errors))
-    return [i.pair for i in infos], errors
-
-
-def prepare_split(config: RunConfig, run_dir: str) -> dict[str, list[Pair]]:
-    """Discover, check, carve the validation split and write split.json."""
-    root = data_root(config)
-    found = discover_pairs(root, config.masks)
-    train_name = "train" if "train" in found.splits else "all" if "all" in found.splits else None
-    if train_name is None:
-        raise DataError(f"{root}: no training split found (splits: {', '.join(found.splits) or 'none'})")
-    train, errors = usable_pairs(found.splits[train_name], found.errors_of(train_name), config, "training")
-    test, test_errors = usable_pairs(found.splits.get("test", []), found.errors_of("test"), config, "test")
-    if not train:
-        raise DataError(f"{root}: no usable training pairs")
-    train, val = carve_validation(train, config.val_fraction, config.seed)
-    splits = {"train": train, "validation": val, "test": test}
-    write_split(
-        os.path.join(run_dir, "split.json"),
-        splits,
-        data=root,
-        layout=found.layout,
-        seed=config.seed,
-        val_fraction=config.val_fraction,
-        excluded=[p.to_dict() for p in [*errors, *test_errors]],
-    )
-    log.info(
-        "data %s (%s): %d train, %d validation, %d test pairs",
-        root,
-        found.layout,
-        len(train),
-        len(val),
-        len(test),
-    )
-    return splits
+def data_source(config: RunConfig) -> tuple[str, str | None]:
+    """(data set folder or images folder, masks folder or None); the synthetic set by default."""
+    if not config.data:
+        return default_data(), None
+    source = config.data[0]
+    return source[0], source[1] if len(source) > 1 else None
 
 
 def _environment() -> dict:
+    import keras
+    import tensorflow as tf
+
     return {
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
@@ -137,57 +68,125 @@ def _environment() -> dict:
     }
 
 
-def open_run_folder(config: RunConfig, resume: bool, overwrite: bool) -> tuple[RunConfig, str]:
-    """Returns the configuration to run (the stored one when resuming) and the run folder."""
-    run_dir = os.path.abspath(config.out or os.path.join("runs", default_run_name(config)))
-    config_path = os.path.join(run_dir, "config.json")
-    _remove_stale_temporaries(run_dir)  # a run killed before config.json landed leaves only these
-    if resume:
-        if not os.path.exists(config_path):
-            raise RunFolderError(f"{run_dir}: nothing to resume (no config.json); start it without --resume")
-        return RunConfig.load(config_path), run_dir
-    if os.path.exists(run_dir) and os.listdir(run_dir):
-        if not overwrite:
-            raise RunFolderError(
-                f"{run_dir} already exists; pass --resume to continue it, "
-                "--overwrite to replace it, or --out to choose another folder"
+def start_run(config: RunConfig, *, overwrite: bool = False):
+    """The data checked and split, then the run folder locked, made ready and recorded.
+    Returns (config as recorded, run folder (locked), splits)."""
+    root, masks = data_source(config)
+    splits = assemble_splits(
+        root,
+        masks,
+        image_size=config.image_size,
+        val_fraction=config.val_fraction,
+        val_from=config.val_from,
+        seed=config.seed,
+        skip_bad=config.skip_bad,
+    )
+    run = RunFolder(config.out or os.path.join("runs", default_run_name(config)))
+    run.lock()
+    try:
+        run.remove_stale_temporaries()  # a killed run may have left only these
+        if not run.is_empty():
+            if not run.is_run():  # never delete a folder train.py did not make
+                raise RunFolderError(
+                    f"{run.path} is not empty and is not a run folder (no config.json); "
+                    "refusing to use it, choose another --out"
+                )
+            if run.has_completed_epoch() and not overwrite:
+                raise RunFolderError(
+                    f"{run.path} already exists; pass --resume to continue it, "
+                    "--overwrite to replace it, or --out to choose another folder"
+                )
+            if not run.has_completed_epoch():
+                log.info("%s: replacing a run that never completed an epoch", run.path)
+            run.clear()
+        config = config.replace(out=run.path, created_with=_environment())
+        run.write_config(config)
+        run.write_split(splits.as_dict(), **splits.meta(config.seed, config.val_fraction))
+    except BaseException:
+        run.unlock()
+        raise
+    return config, run, splits
+
+
+def resume_run(out: str, *, given: dict | None = None):
+    """The run in `out`, locked and verified. `given`: the options typed with --resume; they are
+    reported as ignored where they differ from the run's, except --epochs, which extends it.
+    Returns (config, run folder (locked), splits, resume state or None)."""
+    run = RunFolder(out)
+    if not run.is_run():
+        raise RunFolderError(f"{run.path}: nothing to resume (no config.json); start it without --resume")
+    run.lock()
+    try:
+        run.remove_stale_temporaries()
+        config = run.read_config()
+        state = run.read_resume_state()
+        verify_resume(run, config, state)
+        completed = state["completed_epochs"] if state else 0
+        given = dict(given or {})
+        epochs = given.pop("epochs", None)
+        for key, value in sorted(given.items()):
+            if key != "out" and getattr(config, key) != value:
+                log.warning(
+                    "ignoring --%s %s: a resumed run keeps its configuration (%s = %s)",
+                    key.replace("_", "-"),
+                    value,
+                    key,
+                    getattr(config, key),
+                )
+        if epochs is not None and epochs != config.epochs:
+            if epochs < completed:
+                raise RunFolderError(
+                    f"{run.path}: --epochs {epochs}, but {completed} epochs are already done"
+                )
+            log.info("%s: extending from %d to %d epochs", run.path, config.epochs, epochs)
+            if config.lr_schedule == "cosine":
+                log.info("(the cosine schedule now spans %d epochs from the step it had reached)", epochs)
+            config = config.replace(epochs=epochs)
+            run.write_config(config)
+        splits = run.read_split()
+    except BaseException:
+        run.unlock()
+        raise
+    return config, run, splits, state
+
+
+def verify_resume(run: RunFolder, config: RunConfig, state: dict | None) -> None:
+    """The folder's records must agree with what the resume state vouches for; any difference is
+    an error naming the file, so a tampered or damaged run never resumes silently."""
+    if state is None:
+        return
+    recorded = state.get("config")
+    if recorded is not None:
+        differ = [
+            k
+            for k in sorted(set(recorded) | set(config.recorded()))
+            if recorded.get(k) != config.recorded().get(k)
+        ]
+        if differ:
+            changes = ", ".join(
+                f"{k} is {config.recorded().get(k)!r}, was {recorded.get(k)!r}" for k in differ
             )
-        if not os.path.exists(config_path):  # never delete a folder train.py did not make
             raise RunFolderError(
-                f"{run_dir} is not empty and is not a run folder (no config.json); "
-                "refusing to replace it, choose another --out"
+                f"{run.config_path}: changed since the run was trained ({changes}); restore it, or "
+                "start a new run (--resume --epochs N is the way to extend a run)"
             )
-        shutil.rmtree(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    config = config.replace(out=run_dir, created_with=_environment())
-    config.save(config_path)
-    return config, run_dir
-
-
-def _remove_stale_temporaries(run_dir: str) -> None:
-    """A killed run may leave `.tmp-*` files (never the real names: those are renamed into place)."""
-    for folder in (run_dir, os.path.join(run_dir, "resume")):
-        if os.path.isdir(folder):
-            for name in os.listdir(folder):
-                if name.startswith(".tmp-"):
-                    os.remove(os.path.join(folder, name))
-
-
-def _attach_log(run_dir: str) -> logging.Handler:
-    handler = logging.FileHandler(os.path.join(run_dir, "train.log"), encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    return handler
-
-
-def make_optimizer(config: RunConfig, steps: int) -> keras.optimizers.Optimizer:
-    lr = learning_rate(config, steps)
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(lr)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
-    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    completed = state["completed_epochs"]
+    epochs = [row.get("epoch") for row in run.read_history()]
+    if epochs[:completed] != list(range(1, completed + 1)):
+        raise RunFolderError(
+            f"{run.history_path}: holds epochs {epochs[:completed] or 'none'}, but the resume state "
+            f"({run.state_path}) says {completed} epochs were completed; the history is damaged"
+        )
+    for path, key in ((state["weights_path"], "weights_sha256"), (run.last_network, "last_sha256")):
+        if key not in state:
+            continue
+        if not os.path.exists(path):
+            raise RunFolderError(f"{path}: missing; the run cannot resume without it")
+        if file_digest(path) != state[key]:
+            raise RunFolderError(
+                f"{path}: differs from the file written at epoch {completed} (its checksum does not "
+                "match; truncated or replaced?); the run cannot resume from it"
+            )
 
 
 def run_training(
@@ -195,39 +194,83 @@ def run_training(
     *,
     resume: bool = False,
     overwrite: bool = False,
-    network: keras.Model | None = None,
+    given: dict | None = None,
+    network=None,
     verbose="auto",
 ) -> RunResult:
     """Train (or resume) one run. `network` replaces the registry's model (tests)."""
-    config, run_dir = open_run_folder(config, resume, overwrite)
-    handler = _attach_log(run_dir)
+    if resume:
+        config, run, splits, state = resume_run(config.out, given=given)
+        found = None
+    else:
+        (config, run, found), state = start_run(config, overwrite=overwrite), None
+        splits = found.as_dict()
+    handler = logging.FileHandler(run.log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     try:
-        return _train(config, run_dir, resume, network, verbose)
+        log.info("run folder: %s", run.path)
+        if found is not None:
+            log.info(
+                "data %s (%s): %d train, %d validation (%s), %d test pairs",
+                found.root,
+                found.layout,
+                len(found.train),
+                len(found.validation),
+                "the layout's"
+                if found.validation_from == "layout"
+                else f"{config.val_fraction:g} of training",
+                len(found.test),
+            )
+        return _train(config, run, splits, state, network, verbose)
+    except KeyboardInterrupt:
+        log.warning("interrupted; continue with: python train.py --out %s --resume", run.path)
+        raise
     finally:
         log.removeHandler(handler)
         handler.close()
+        run.unlock()
 
 
-def _train(config: RunConfig, run_dir: str, resume: bool, network, verbose) -> RunResult:
+def _train(config: RunConfig, run: RunFolder, splits, state, network, verbose) -> RunResult:
+    import keras
+    import tensorflow as tf
+
+    from skinseg.data_pipeline.augment import build_augmenter
+    from skinseg.data_pipeline.tfdata import make_dataset, resolve_cache, steps_per_epoch
+    from skinseg.losses import get_loss
+    from skinseg.models.registry import build_model
+    from skinseg.training.callbacks import (
+        EpochPrinter,
+        Flooding,
+        NonFiniteGuard,
+        RunRecorder,
+        schedule_callbacks,
+    )
+    from skinseg.training.distribute import make_strategy, split_cpu
+    from skinseg.training.estimate import warn_if_slow
+    from skinseg.training.trainer import DiceScore, SegmentationTrainer
+
+    completed = state["completed_epochs"] if state else 0
+    if completed >= config.epochs:
+        best = run.read_best() or {}
+        log.info(
+            "%s: all %d epochs are already done (best epoch %s); --resume --epochs N extends the run",
+            run.path,
+            config.epochs,
+            best.get("epoch"),
+        )
+        return RunResult(run.path, completed, state["best_epoch"], state["best"], run.read_history())
+    if state:
+        log.info("resuming %s after epoch %d", run.path, completed)
+
+    split_cpu(config.logical_cpus)  # before TensorFlow initialises its devices
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
-
-    split_path = os.path.join(run_dir, "split.json")
-    state = read_resume_state(run_dir) if resume else None
-    if resume and os.path.exists(split_path):
-        splits = read_split(split_path)
-        log.info("resuming %s after epoch %d", run_dir, state["completed_epochs"] if state else 0)
-    else:
-        splits = prepare_split(config, run_dir)
     train_pairs, val_pairs = splits["train"], splits["validation"]
-    completed = state["completed_epochs"] if state else 0
-    if completed >= config.epochs:
-        log.info("%s: all %d epochs already done", run_dir, config.epochs)
-        rows = read_history(os.path.join(run_dir, "history.csv"))
-        return RunResult(run_dir, completed, state["best_epoch"], state["best"], rows)
-
     steps = steps_per_epoch(len(train_pairs), config.batch_size)
     strategy = make_strategy(config.strategy)
     with strategy.scope():
@@ -255,24 +298,34 @@ def _train(config: RunConfig, run_dir: str, resume: bool, network, verbose) -> R
         strategy.num_replicas_in_sync,
         steps,
     )
+    warn_if_slow(network, len(train_pairs) + len(val_pairs), config.epochs - completed)
 
     cache = resolve_cache(config.cache, len(train_pairs) + len(val_pairs), config.image_size)
-    cache_dir = os.path.join(run_dir, "cache")
     common = {
         "size": config.image_size,
         "batch_size": config.batch_size,
         "cache": cache,
-        "cache_dir": cache_dir,
+        "cache_dir": run.cache_dir,
         "preprocessing": config.preprocessing,
     }
     train_ds = make_dataset(train_pairs, training=True, seed=config.seed, **common)
     train_ds = train_ds.skip(completed * steps)  # a resumed run sees the batches it would have seen
     val_ds = make_dataset(val_pairs, training=False, **common) if val_pairs else None
 
-    monitor = config.monitor if val_ds is not None else config.monitor.removeprefix("val_")
+    monitor = config.monitor
+    if val_ds is None and monitor.startswith("val_"):
+        monitor = monitor.removeprefix("val_")
+        log.warning("no validation split: best.keras is chosen on the training %s", monitor)
     mode = "min" if monitor.endswith("loss") else "max"
-    history_rows = read_history(os.path.join(run_dir, "history.csv"))[:completed]
-    recorder = RunRecorder(run_dir, monitor, mode, state, history_rows, every=config.checkpoint_every)
+    recorder = RunRecorder(
+        run,
+        monitor,
+        mode,
+        state,
+        run.read_history()[:completed],
+        config.recorded(),
+        every=config.checkpoint_every,
+    )
     guard = NonFiniteGuard()
     callbacks = [guard, *schedule_callbacks(config)]
     recorder.plateau = next((c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
@@ -283,8 +336,10 @@ def _train(config: RunConfig, run_dir: str, resume: bool, network, verbose) -> R
             keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.early_stopping)
         )
     if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")))
-    callbacks.append(recorder)  # last: sees the learning rate and logs the other callbacks set
+        callbacks.append(keras.callbacks.TensorBoard(run.file("tensorboard")))
+    callbacks.append(recorder)  # after the others: sees the learning rate and the logs they set
+    bar = sys.stderr.isatty() if verbose == "auto" else verbose == 1
+    callbacks.append(EpochPrinter(recorder, steps, bar))  # its lines also go to train.log
 
     if state:
         _restore(trainer, state, recorder)
@@ -297,13 +352,13 @@ def _train(config: RunConfig, run_dir: str, resume: bool, network, verbose) -> R
             validation_data=val_ds,
             callbacks=callbacks,
             shuffle=False,  # the pipeline shuffles (seeded)
-            verbose=(1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose,
+            verbose=0,  # EpochPrinter prints
         )
     finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
+        shutil.rmtree(run.cache_dir, ignore_errors=True)
     if guard.failed:
         epoch, step = guard.failed
-        raise TrainingDiverged(epoch, step, run_dir, len(recorder.rows))
+        raise TrainingDiverged(epoch, step, run, len(recorder.rows))
     log.info(
         "done: %d epochs; best %s %.4f at epoch %d",
         len(recorder.rows),
@@ -311,11 +366,26 @@ def _train(config: RunConfig, run_dir: str, resume: bool, network, verbose) -> R
         recorder.best,
         recorder.best_epoch,
     )
-    return RunResult(run_dir, len(recorder.rows), recorder.best_epoch, recorder.best, recorder.rows)
+    return RunResult(run.path, len(recorder.rows), recorder.best_epoch, recorder.best, recorder.rows)
 
 
-def _restore(trainer: SegmentationTrainer, state: dict, recorder: RunRecorder) -> None:
+def make_optimizer(config: RunConfig, steps: int):
+    import keras
+
+    from skinseg.training.callbacks import learning_rate
+
+    lr = learning_rate(config, steps)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+
+
+def _restore(trainer, state: dict, recorder) -> None:
     """Weights, optimizer slots and step count, augmentation RNG, and schedule state."""
+    from skinseg.training.callbacks import restore_plateau
+
     trainer.optimizer.build(trainer.trainable_variables)
     trainer.load_weights(state["weights_path"])
     for variable, value in zip(trainer.seed_states(), state.get("seed_states", [])):

@@ -7,7 +7,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from losses.flooding import flooded_gradient_only
+from skinseg.losses.flooding import flooded_gradient_only
 
 
 class DiceScore(keras.metrics.Mean):

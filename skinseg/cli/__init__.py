@@ -1,0 +1,140 @@
+"""What the command lines share: a quiet TensorFlow start-up, the line that says where a command
+runs, and the mapping of failures to exit codes (2: the input or the environment, with one line
+naming the file; 3: training diverged; 130: interrupted)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+# TensorFlow's C++ start-up lines (printed before its logging is configured, so no environment
+# variable silences them) and CUDA probing on a machine without a GPU.
+_NOISE = re.compile(
+    r"absl::InitializeLog|oneDNN custom operations|cudart_stub|Could not find cuda drivers|"
+    r"cuda_platform\.cc|failed call to cuInit|cpu_feature_guard|This TensorFlow binary is optimized|"
+    r"To enable the following instructions|rebuild TensorFlow with the appropriate|TF-TRT Warning|"
+    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
+    r"cuda_executor\.cc|successful NUMA node read|gpu_device\.cc:\d+\] Created device"
+)
+
+log = logging.getLogger("skinseg")
+
+
+def import_tensorflow():
+    """Import TensorFlow and Keras and probe the devices with the C++ start-up noise filtered out
+    of the console (anything else TensorFlow prints still comes through)."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines():
+                if line.strip() and not _NOISE.search(line):
+                    print(line, file=sys.stderr)
+    return tf
+
+
+def where_it_runs() -> str:
+    tf = import_tensorflow()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = []
+        for gpu in gpus:
+            try:
+                names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+            except (ValueError, RuntimeError):
+                names.append(gpu.name)
+        return f"TensorFlow {tf.__version__} on {len(gpus)} GPU(s): {', '.join(names)}"
+    return f"TensorFlow {tf.__version__} on the CPU ({os.cpu_count()} cores; no GPU)"
+
+
+def setup_logging(verbose: bool = True) -> None:
+    logging.basicConfig(
+        format="%(message)s", level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr
+    )
+
+
+class CommandError(Exception):
+    """A command-line mistake found before any work: exit 2 with the message."""
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from skinseg.data_pipeline.errors import DataError
+    from skinseg.run_folder import RunFolderError
+    from skinseg.training.config import ConfigError
+
+    errors: list[type[BaseException]] = [CommandError, DataError, RunFolderError, ConfigError]
+    for module, name in (
+        ("skinseg.models.registry", "UnknownModelError"),
+        ("skinseg.models.deeplab", "BackboneWeightsError"),
+        ("skinseg.models.inference", "ModelLoadError"),
+        ("skinseg.models.predict", "PredictError"),
+        ("skinseg.evaluation.score_run", "EvaluationError"),
+        ("skinseg.training.distribute", "StrategyError"),
+    ):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            errors.append(getattr(loaded, name))
+    return tuple(errors)
+
+
+def os_error_line(err: OSError) -> str:
+    """One line naming the path and what the system said, for a failure of the environment."""
+    what = {
+        28: "no space left on the device",
+        13: "permission denied",
+        30: "read-only file system",
+        20: "not a directory (a file stands where a folder should be)",
+        21: "is a directory",
+        2: "no such file or folder",
+        17: "already exists",
+    }.get(err.errno, err.strerror or str(err))
+    path = err.filename or ""
+    if err.filename2:
+        path = f"{path} -> {err.filename2}"
+    return f"{path}: {what}" if path else what
+
+
+def exit_codes(main):
+    """Run a command's main; turn the failures a user can meet into exit codes and one line."""
+
+    @functools.wraps(main)
+    def wrapped(argv=None) -> int:
+        try:
+            return main(argv)
+        except KeyboardInterrupt:
+            print("\ninterrupted", file=sys.stderr)
+            return 130
+        except OSError as err:
+            print(f"error: {os_error_line(err)}", file=sys.stderr)
+            return 2
+        except Exception as err:
+            from skinseg.training.run import TrainingDiverged
+
+            if isinstance(err, TrainingDiverged):
+                print(f"error: {err}", file=sys.stderr)
+                return 3
+            if isinstance(err, _expected_errors()):
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+            raise
+
+    return wrapped

@@ -1,0 +1,117 @@
+"""Evaluate trained runs on their test split (the only place the test set is touched).
+
+python evaluate.py --run runs/baseline            # one run: eval/per_image.csv, eval/summary.json
+python evaluate.py --all                          # every run under runs/ -> runs/results.md
+python evaluate.py --run runs/x --at input --tta
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from skinseg.cli import exit_codes, import_tensorflow, setup_logging
+
+log = logging.getLogger("skinseg")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--run", nargs="+", metavar="RUN", help="run folder(s) to evaluate")
+    target.add_argument("--all", action="store_true", help="every run under --runs-dir, then results.md")
+    parser.add_argument("--runs-dir", default="runs", help="where --all looks (default: %(default)s)")
+    scoring = parser.add_argument_group("scoring")
+    scoring.add_argument(
+        "--at",
+        choices=("original", "input"),
+        default="original",
+        help="score at each image's original size, as the ISIC challenge does, or at the model's "
+        "input size, as the reference table did (default: %(default)s)",
+    )
+    scoring.add_argument("--tta", action="store_true", help="average flipped predictions")
+    scoring.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        metavar="X",
+        help="probability threshold (default: %(default)s)",
+    )
+    scoring.add_argument(
+        "--empty",
+        choices=("diagonal", "nan"),
+        default="diagonal",
+        help="surface distances when exactly one mask is empty (default: %(default)s)",
+    )
+    scoring.add_argument(
+        "--spacing",
+        metavar="S|ROW,COL|CSV",
+        help="size of an original pixel (e.g. in mm) for the distances: one value, ROW,COL, or a CSV "
+        "with columns id,spacing (default: distances in pixels)",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--data",
+        nargs="+",
+        metavar="PATH",
+        help="evaluate on this data set's test split instead of the run's",
+    )
+    data.add_argument(
+        "--skip-bad", action="store_true", help="leave out unusable test files instead of stopping"
+    )
+    other = parser.add_argument_group("table and run")
+    other.add_argument(
+        "--baseline",
+        metavar="RUN",
+        help="run name the p-values compare against (default: the plain baseline run)",
+    )
+    other.add_argument("--batch-size", type=int, default=16, metavar="N", help="(default: %(default)s)")
+    other.add_argument("--force", action="store_true", help="re-evaluate runs whose results are up to date")
+    return parser
+
+
+@exit_codes
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    import_tensorflow()
+    from skinseg.evaluation.compare_runs import evaluate_all
+    from skinseg.evaluation.score_run import EvalSettings, evaluate_run
+
+    settings = EvalSettings(
+        at=args.at,
+        tta=args.tta,
+        threshold=args.threshold,
+        empty=args.empty,
+        data=tuple(os.path.abspath(p) for p in args.data) if args.data else None,
+        spacing=args.spacing,
+    )
+    if args.all:
+        path = evaluate_all(
+            args.runs_dir,
+            settings,
+            baseline=args.baseline,
+            force=args.force,
+            batch_size=args.batch_size,
+            skip_bad=args.skip_bad,
+        )
+        with open(path, encoding="utf-8") as handle:
+            print(handle.read())
+        print(f"wrote {path}")
+        return 0
+    for run in args.run:
+        summary = evaluate_run(
+            os.path.abspath(run), settings, batch_size=args.batch_size, skip_bad=args.skip_bad
+        )
+        m = summary["metrics"]
+        print(
+            f"{run}: Dice {m['dice']['mean']:.4f} [{m['dice']['ci95'][0]:.4f}, {m['dice']['ci95'][1]:.4f}]  "
+            f"Jaccard {m['jaccard']['mean']:.4f}  HD {m['hd']['mean']:.3f}  "
+            f"ASD (ITK) {m['avg_hausdorff']['mean']:.3f}  test loss {summary['test_loss']:.4f}  "
+            f"({summary['n']} images at {settings.at} size, "
+            f"{sum(summary['empty_cases'].values())} with an empty mask)"
+        )
+    return 0

@@ -1,0 +1,83 @@
+"""Segment new images with a saved model; masks are written at each image's original size.
+
+python predict.py --model runs/baseline photos/ extra.jpg --out masks/
+python predict.py --model runs/baseline/best.keras photos/ --out masks/ --overlay --tta
+python predict.py --model runs/baseline --export exported/     # SavedModel + TFLite
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from skinseg.cli import exit_codes, import_tensorflow, setup_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="RUN|FILE",
+        help="a run folder (its best.keras) or a saved .keras model",
+    )
+    parser.add_argument("inputs", nargs="*", help="image files and/or folders of images")
+    parser.add_argument(
+        "--out", metavar="DIR", help="folder for the masks (PNG, 0/255, same stem as the image)"
+    )
+    parser.add_argument("--overlay", action="store_true", help="also write overlays to OUT/overlays/")
+    parser.add_argument("--tta", action="store_true", help="average flipped predictions")
+    parser.add_argument("--threshold", type=float, default=0.5, metavar="X", help="(default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="(default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace masks that already exist in OUT")
+    parser.add_argument("--strict", action="store_true", help="stop at the first unreadable input")
+    parser.add_argument("--export", metavar="DIR", help="write a SavedModel and a TFLite file to DIR")
+    return parser
+
+
+@exit_codes
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.inputs and not args.export:
+        parser.error("give images or folders to segment (or --export DIR)")
+    if args.inputs and not args.out:
+        parser.error("--out DIR is required to write masks")
+    setup_logging()
+    import_tensorflow()
+    from skinseg.models.export import export
+    from skinseg.models.predict import predict_folder, resolve_model
+
+    model_path, preprocessing = resolve_model(args.model)
+    if args.export:
+        paths = export(model_path, args.export, preprocessing)
+        print(f"exported {paths['saved_model']} and {paths['tflite']}")
+    if not args.inputs:
+        return 0
+    result = predict_folder(
+        model_path,
+        args.inputs,
+        args.out,
+        preprocessing=preprocessing,
+        overlay=args.overlay,
+        tta=args.tta,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        strict=args.strict,
+    )
+    for path, problem in result.problems:
+        print(f"skipped {path}: {problem}", file=sys.stderr)
+    masks = (
+        f"; {result.skipped_masks} ground-truth mask file(s) (*_segmentation) not segmented"
+        if result.skipped_masks
+        else ""
+    )
+    print(
+        f"wrote {result.written} mask(s) to {args.out} in {result.seconds:.1f} s "
+        f"({result.images_per_s:.1f} images/s); {result.skipped_existing} existing left alone, "
+        f"{len(result.problems)} input(s) could not be read{masks}"
+    )
+    return 1 if result.problems else 0

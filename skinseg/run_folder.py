@@ -1,0 +1,319 @@
+"""The run folder, the project's unit of record, and the one module that knows its files.
+
+    config.json      the run's whole RunConfig
+    split.json       the seeded train/validation split and the test split
+    history.csv      one row per completed epoch
+    best.json        the best epoch: its number, the monitored metric and its value
+    best.keras       the network of that epoch (written before best.json names it)
+    last.keras       the network after the last checkpointed epoch
+    resume/          trainer weights + optimizer (epochNNNN.weights.h5) and state.json, the commit point
+    curves.png       loss and Dice curves
+    train.log        what training printed
+    eval/            per_image.csv, summary.json, cases.png (written by evaluation)
+    .lock            held by the one process that writes the folder (fcntl; released when it dies)
+
+Every file is written to a temporary name (`.tmp-PID-NAME`) and renamed into place, so a killed
+writer leaves whole files or temporaries, never half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import fcntl
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+
+from skinseg.data_pipeline.atomic import atomic_path, write_json, write_text
+
+CONFIG = "config.json"
+SPLIT = "split.json"
+HISTORY = "history.csv"
+BEST_RECORD = "best.json"
+BEST = "best.keras"
+LAST = "last.keras"
+RESUME = "resume"
+STATE = "state.json"
+CURVES = "curves.png"
+LOG = "train.log"
+EVAL = "eval"
+PER_IMAGE = "per_image.csv"
+SUMMARY = "summary.json"
+CASES = "cases.png"
+LOCK = ".lock"
+CACHE = "cache"
+TEMPORARY_PREFIX = ".tmp-"
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be used as asked; the message names the file and the way out."""
+
+
+class RunLockedError(RunFolderError):
+    pass
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a file, to tell later whether a checkpoint is still the one that was written."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class RunFolder:
+    def __init__(self, path: str):
+        self.path = os.path.abspath(os.fspath(path))
+        self._lock_handle = None
+
+    def __repr__(self) -> str:
+        return f"RunFolder({self.path!r})"
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+    def file(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    config_path = property(lambda self: self.file(CONFIG))
+    split_path = property(lambda self: self.file(SPLIT))
+    history_path = property(lambda self: self.file(HISTORY))
+    best_record_path = property(lambda self: self.file(BEST_RECORD))
+    best_network = property(lambda self: self.file(BEST))
+    last_network = property(lambda self: self.file(LAST))
+    resume_dir = property(lambda self: self.file(RESUME))
+    state_path = property(lambda self: self.file(RESUME, STATE))
+    curves_path = property(lambda self: self.file(CURVES))
+    log_path = property(lambda self: self.file(LOG))
+    eval_dir = property(lambda self: self.file(EVAL))
+    per_image_path = property(lambda self: self.file(EVAL, PER_IMAGE))
+    summary_path = property(lambda self: self.file(EVAL, SUMMARY))
+    cases_path = property(lambda self: self.file(EVAL, CASES))
+    cache_dir = property(lambda self: self.file(CACHE))
+
+    # --- what the folder is -------------------------------------------------------------------
+
+    def is_run(self) -> bool:
+        return os.path.isfile(self.config_path)
+
+    def has_completed_epoch(self) -> bool:
+        return os.path.isfile(self.state_path) or os.path.isfile(self.best_network)
+
+    def is_empty(self) -> bool:
+        return not [n for n in os.listdir(self.path) if n != LOCK] if os.path.isdir(self.path) else True
+
+    # --- the one writer ---------------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Take the folder's exclusive lock (creating the folder), or raise RunLockedError naming
+        the process that holds it. The operating system releases it when the process dies."""
+        if self._lock_handle is not None:
+            return
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise RunFolderError(f"{self.path}: exists and is not a folder; choose another --out")
+        os.makedirs(self.path, exist_ok=True)
+        handle = open(self.file(LOCK), "a+", encoding="utf-8")  # noqa: SIM115 (held for the run)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EACCES):
+                handle.close()
+                raise
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunLockedError(
+                f"{self.path} is in use by {holder}: one process writes a run folder at a time. "
+                "Wait for it to finish (or stop it), or choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}\n")
+        handle.flush()
+        self._lock_handle = handle
+
+    def unlock(self) -> None:
+        if self._lock_handle is not None:
+            self._lock_handle.close()  # closing releases the flock
+            self._lock_handle = None
+
+    @contextlib.contextmanager
+    def locked(self):
+        self.lock()
+        try:
+            yield self
+        finally:
+            self.unlock()
+
+    def remove_stale_temporaries(self) -> None:
+        """Temporaries a killed writer left behind; only the lock holder may call this."""
+        assert self._lock_handle is not None, "remove_stale_temporaries needs the lock"
+        for folder in (self.path, self.resume_dir, self.eval_dir):
+            if os.path.isdir(folder):
+                for name in os.listdir(folder):
+                    if name.startswith(TEMPORARY_PREFIX):
+                        os.remove(os.path.join(folder, name))
+
+    def clear(self) -> None:
+        """Delete everything in the folder but the lock (for --overwrite; lock holder only)."""
+        assert self._lock_handle is not None, "clear needs the lock"
+        for name in os.listdir(self.path):
+            if name == LOCK:
+                continue
+            path = self.file(name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+
+    # --- configuration and split --------------------------------------------------------------
+
+    def read_config(self):
+        from skinseg.training.config import RunConfig
+
+        return RunConfig.load(self.config_path)
+
+    def write_config(self, config) -> None:
+        config.save(self.config_path)
+
+    def read_split(self) -> dict:
+        from skinseg.data_pipeline.split import read_split
+
+        return read_split(self.split_path)
+
+    def read_split_record(self) -> dict:
+        """split.json as stored (IDs, paths and metadata), or {} when there is none."""
+        return _read_json(self.split_path) if os.path.exists(self.split_path) else {}
+
+    def write_split(self, splits: dict, **meta) -> None:
+        from skinseg.data_pipeline.split import write_split
+
+        write_split(self.split_path, splits, **meta)
+
+    # --- history and the best epoch -------------------------------------------------------------
+
+    def read_history(self) -> list[dict]:
+        if not os.path.exists(self.history_path):
+            return []
+        try:
+            with open(self.history_path, newline="", encoding="utf-8") as handle:
+                return [
+                    {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v not in ("", None)}
+                    for row in csv.DictReader(handle)
+                ]
+        except (ValueError, KeyError, csv.Error) as err:
+            raise RunFolderError(f"{self.history_path}: not a history written by train.py ({err})") from None
+
+    def write_history(self, rows: list[dict]) -> None:
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        write_text(self.history_path, buffer.getvalue())
+
+    def read_best(self) -> dict | None:
+        """{"epoch", "monitor", "value"} of the network in best.keras, or None before the first."""
+        if not os.path.exists(self.best_record_path):
+            return None
+        record = _read_json(self.best_record_path)
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            raise RunFolderError(f"{self.best_record_path}: not a best-epoch record written by train.py")
+        return record
+
+    def save_best(self, network, epoch: int, monitor: str, value: float) -> None:
+        self.save_network(network, self.best_network)
+        write_json(
+            self.best_record_path,
+            {"epoch": epoch, "monitor": monitor, "value": value, "sha256": file_digest(self.best_network)},
+        )
+
+    def save_network(self, network, path: str) -> str:
+        with atomic_path(path) as tmp:
+            network.save(tmp)
+            _fault_injection_pause()
+        return path
+
+    # --- resume state ---------------------------------------------------------------------------
+
+    def read_resume_state(self) -> dict | None:
+        if not os.path.exists(self.state_path):
+            return None
+        state = _read_json(self.state_path)
+        if not isinstance(state, dict) or not isinstance(state.get("completed_epochs"), int):
+            raise RunFolderError(f"{self.state_path}: not a resume state written by train.py")
+        state["weights_path"] = self.file(RESUME, state["weights"])
+        return state
+
+    def write_resume_state(self, trainer, state: dict) -> None:
+        """Trainer weights (with the optimizer), then state.json naming them with their digest:
+        the commit point. Older weight files, now superseded, are removed."""
+        os.makedirs(self.resume_dir, exist_ok=True)
+        weights = f"epoch{state['completed_epochs']:04d}.weights.h5"
+        path = self.file(RESUME, weights)
+        with atomic_path(path) as tmp:
+            trainer.save_weights(tmp)
+            _fault_injection_pause()
+        write_json(self.state_path, {**state, "weights": weights, "weights_sha256": file_digest(path)})
+        for name in os.listdir(self.resume_dir):
+            if name.endswith(".weights.h5") and name != weights and not name.startswith(TEMPORARY_PREFIX):
+                os.remove(self.file(RESUME, name))
+
+    # --- evaluation -----------------------------------------------------------------------------
+
+    def read_summary(self) -> dict | None:
+        return _read_json(self.summary_path) if os.path.exists(self.summary_path) else None
+
+    def write_evaluation(self, per_image_csv: str, summary: dict) -> None:
+        write_text(self.per_image_path, per_image_csv)
+        write_json(self.summary_path, summary)
+
+    def read_per_image(self) -> list[dict]:
+        with open(self.per_image_path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+
+    def evaluation_is_current(self, settings: dict) -> bool:
+        """Results newer than the network, computed with the same settings."""
+        if not (os.path.exists(self.summary_path) and os.path.exists(self.best_network)):
+            return False
+        if os.path.getmtime(self.summary_path) < os.path.getmtime(self.best_network):
+            return False
+        summary = self.read_summary()
+        return summary.get("settings") == settings and os.path.exists(self.per_image_path)
+
+    # --- progress -------------------------------------------------------------------------------
+
+    def progress(self) -> tuple[int, int]:
+        """(completed epochs, configured epochs)."""
+        state = self.read_resume_state()
+        completed = state["completed_epochs"] if state else len(self.read_history())
+        return completed, self.read_config().epochs
+
+
+def _read_json(path: str):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as err:
+        raise RunFolderError(f"{path}: unreadable ({err})") from None
+
+
+def _fault_injection_pause() -> None:
+    """Tests set SKINSEG_CHECKPOINT_DELAY to kill a run while a checkpoint is being written."""
+    delay = float(os.environ.get("SKINSEG_CHECKPOINT_DELAY", "0") or 0)
+    if delay:
+        import time
+
+        time.sleep(delay)
+
+
+def is_finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
