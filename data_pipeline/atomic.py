@@ -26,7 +26,9 @@ def atomic_path(path: str):
 
 
 def write_text(path: str, text: str) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+    # A file name that is not valid UTF-8 (a surrogate escape in `text`) is written escaped, not
+    # refused: reports stay readable; JSON files escape it losslessly anyway.
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", errors="backslashreplace") as handle:
         handle.write(text)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+import numpy as np
 
 from skinseg.data_pipeline.discovery import Pair, Problem
 from skinseg.data_pipeline.errors import ImageReadError
@@ -14,8 +17,13 @@ from skinseg.data_pipeline.image_io import read_image, read_mask
 @dataclass(frozen=True)
 class PairInfo:
     pair: Pair
-    size: tuple[int, int]  # original (height, width)
+    size: tuple[int, int]  # original (height, width), as displayed
     lesion_fraction: float
+    digest: str  # of the decoded image: equal for copies of one image under any name or format
+
+
+def image_digest(array: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=12).hexdigest()
 
 
 def check_pair(
@@ -38,13 +46,24 @@ def check_pair(
     if image is None or mask is None:
         return None, problems
     if image.original_size != mask.original_size:
-        (ih, iw), (mh, mw) = image.original_size, mask.original_size
-        problems.append(Problem(pair.mask, f"mask is {mw}x{mh} but its image is {iw}x{ih}"))
+        problems.append(Problem(pair.mask, size_mismatch(image, mask)))
         return None, problems
     fraction = float(mask.array.mean())
     if fraction == 0.0:
         problems.append(Problem(pair.mask, "empty mask (no lesion pixel)", "warning"))
-    return PairInfo(pair, image.original_size, fraction), problems
+    return PairInfo(pair, image.original_size, fraction, image_digest(image.array)), problems
+
+
+def size_mismatch(image, mask) -> str:
+    """What is wrong when a mask is not the size of its image, EXIF rotation included."""
+    (ih, iw), (mh, mw) = image.original_size, mask.original_size
+    message = f"mask is {mw}x{mh} but its image is {iw}x{ih}"
+    if image.orientation >= 5 and (mh, mw) == (iw, ih):
+        message += (
+            f" as displayed (its EXIF orientation {image.orientation} turns the stored {ih}x{iw} "
+            "pixels); masks must match the image as a viewer shows it"
+        )
+    return message
 
 
 def check_pairs(
@@ -70,8 +89,9 @@ def problem_lines(problems, limit=20) -> str:
 
 def usable_pairs(
     pairs: list[Pair], name_problems, decode_size, skip_bad: bool, what: str
-) -> tuple[list[Pair], list[Problem]]:
-    """Decode-check `pairs`; stop on any unusable file unless `skip_bad`, which drops them."""
+) -> tuple[list[PairInfo], list[Problem]]:
+    """Decode-check `pairs`; stop on any unusable file unless `skip_bad`, which drops them.
+    Returns the usable pairs' infos and the problems of those left out."""
     import logging
 
     from skinseg.data_pipeline.errors import DataError
@@ -87,4 +107,4 @@ def usable_pairs(
         logging.getLogger("skinseg").warning(
             "leaving out %d unusable file(s) (--skip-bad):\n%s", len(errors), problem_lines(errors)
         )
-    return [i.pair for i in infos], errors
+    return infos, errors

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 
 from skinseg.data_pipeline.errors import DataError
@@ -128,8 +129,28 @@ def _files(folder: str, suffixes: tuple[str, ...], problems: list[Problem]) -> l
             why = "symlink loop or dangling link" if entry.is_symlink() else "not a regular file"
             problems.append(Problem(entry.path, why))
             continue
+        if not _is_utf8(name):
+            problems.append(
+                Problem(
+                    entry.path, "file name is not valid UTF-8 (used as it is; shown with escapes)", "warning"
+                )
+            )
         out.append((stem, entry.path))
     return out
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes arrive as surrogate escapes
+        return False
+    return True
+
+
+def _id(stem: str) -> str:
+    """The ID a file name stands for: NFC-normalised, so that a name typed on macOS (NFD) and
+    the same name from elsewhere (NFC) pair up."""
+    return unicodedata.normalize("NFC", stem)
 
 
 def _group(files: list[tuple[str, str]], key, kind: str, problems: list[Problem]) -> dict:
@@ -166,8 +187,8 @@ def _pair(image_dir: str, mask_dir: str, problems: list[Problem]) -> list[Pair]:
     mask_files = _files(mask_dir, MASK_SUFFIXES, [] if same_folder else problems)
     if same_folder:
         mask_files = [(stem, path) for stem, path in mask_files if _MASK_SUFFIX.search(stem)]
-    images = _group(image_files, lambda s: s, "image", problems)
-    masks = _group(mask_files, lambda s: _MASK_SUFFIX.sub("", s), "mask", problems)
+    images = _group(image_files, _id, "image", problems)
+    masks = _group(mask_files, lambda s: _id(_MASK_SUFFIX.sub("", s)), "mask", problems)
     pairs = []
     for id_, image in images.items():
         if id_ in masks:

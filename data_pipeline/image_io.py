@@ -3,6 +3,8 @@
 Pillow decodes because it *detects* truncated files (OpenCV returns a half-grey image with a
 warning); OpenCV resizes. Every failure becomes an `ImageReadError` naming the file.
 
+Images and masks are read as a viewer shows them: an EXIF orientation tag is applied.
+
 Conversions (also listed in the README):
 - grayscale image -> replicated to RGB; RGBA/LA -> alpha dropped; palette -> RGB; CMYK -> RGB;
   16-bit image -> scaled to 8 bits.
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from skinseg.data_pipeline.atomic import atomic_path
 from skinseg.data_pipeline.errors import ImageReadError
@@ -39,6 +41,7 @@ class Decoded:
     # its size rounded up to whole s-pixel blocks (the decoder averages edge-replicated padding
     # into its last row and column), so a 1022-pixel-wide image decoded at 1/4 covers 1024.
     extent: tuple[int, int] | None = None
+    orientation: int = 1  # the EXIF orientation that was applied (1: none)
 
     @property
     def covers(self) -> tuple[int, int]:
@@ -93,16 +96,23 @@ def read_image(path: str, min_size: tuple[int, int] | None = None) -> Decoded:
     at least that large (DCT scaling: 1/2 to 1/8 of the work for a 128 px target)."""
     path = str(path)
     extent = None
-    with _open(path) as im:
-        original = (im.size[1], im.size[0])
-        if min_size is not None and im.format == "JPEG":
-            drafted = im.draft(im.mode, (min_size[1], min_size[0]))
+    with _open(path) as opened:
+        stored = (opened.size[1], opened.size[0])
+        orientation = exif_orientation(opened)
+        # A rotated image is decoded whole: the DCT decoder's padding would land on another side.
+        if min_size is not None and opened.format == "JPEG" and orientation == 1:
+            drafted = opened.draft(opened.mode, (min_size[1], min_size[0]))
             if drafted is not None:
-                scale = round(original[1] / drafted[1][2])
-                extent = (im.size[1] * scale, im.size[0] * scale)
-        _load(path, im)
-        mode = im.mode
+                scale = round(stored[1] / drafted[1][2])
+                extent = (opened.size[1] * scale, opened.size[0] * scale)
+        _load(path, opened)
         notes: list[str] = []
+        im = opened
+        if orientation != 1:
+            im = ImageOps.exif_transpose(opened)
+            notes.append(f"EXIF orientation {orientation} applied (the image as a viewer shows it)")
+        original = (im.size[1], im.size[0]) if orientation != 1 else stored
+        mode = im.mode
         if mode == "RGB":
             arr = np.asarray(im)
         elif mode in ("L", "1"):
@@ -122,7 +132,7 @@ def read_image(path: str, min_size: tuple[int, int] | None = None) -> Decoded:
             notes.append(f"{mode} image converted to RGB")
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
-    return Decoded(np.ascontiguousarray(arr, dtype=np.uint8), original, tuple(notes), extent)
+    return Decoded(np.ascontiguousarray(arr, dtype=np.uint8), original, tuple(notes), extent, orientation)
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -130,15 +140,29 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(arr.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1-8; 1 when absent or unreadable)."""
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError, TypeError):
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def read_mask(path: str) -> Decoded:
     """Boolean lesion mask (H, W); see the module docstring for the binarisation rules."""
     path = str(path)
-    with _open(path) as im:
-        original = (im.size[1], im.size[0])
-        _load(path, im)
+    with _open(path) as opened:
+        _load(path, opened)
         notes: list[str] = []
+        orientation = exif_orientation(opened)
+        im = opened
+        if orientation != 1:
+            im = ImageOps.exif_transpose(opened)
+            notes.append(f"EXIF orientation {orientation} applied (the mask as a viewer shows it)")
+        original = (im.size[1], im.size[0])
         if im.mode == "1":
-            return Decoded(np.asarray(im, dtype=bool), original, ())
+            return Decoded(np.asarray(im, dtype=bool), original, tuple(notes), orientation=orientation)
         if im.mode in ("L", *_HIGH_DEPTH_MODES):
             values = np.asarray(im)
         else:
@@ -157,7 +181,7 @@ def read_mask(path: str) -> Decoded:
         grey = np.count_nonzero((values > 0) & (values < 255))
         if grey:
             notes.append(f"non-binary mask ({grey} grey pixels, e.g. JPEG): binarised at > 127")
-    return Decoded(mask, original, tuple(notes))
+    return Decoded(mask, original, tuple(notes), orientation=orientation)
 
 
 def _interpolation(source: tuple[int, int], target: tuple[int, int]) -> int:

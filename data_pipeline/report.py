@@ -8,6 +8,7 @@ import numpy as np
 
 from skinseg.data_pipeline.checks import check_pairs
 from skinseg.data_pipeline.discovery import discover_pairs
+from skinseg.data_pipeline.leakage import find_overlaps
 
 
 def inspect_dataset(path: str, masks: str | None = None) -> dict:
@@ -16,8 +17,10 @@ def inspect_dataset(path: str, masks: str | None = None) -> dict:
     found = discover_pairs(path, masks)
     report = {"root": found.root, "layout": found.layout, "splits": {}, "problems": []}
     problems = list(found.problems)
+    checked = {}
     for split, pairs in found.splits.items():
         infos, split_problems = check_pairs(pairs)
+        checked[split] = infos
         problems += split_problems
         heights = [i.size[0] for i in infos]
         widths = [i.size[1] for i in infos]
@@ -30,6 +33,7 @@ def inspect_dataset(path: str, masks: str | None = None) -> dict:
             "mean_lesion_fraction": round(float(fractions.mean()), 4) if infos else None,
             "empty_masks": int((fractions == 0).sum()),
         }
+    problems += find_overlaps(checked)  # an image in two splits; duplicates within one
     report["problems"] = [p.to_dict() for p in sorted(problems, key=lambda p: (p.file, p.problem))]
     return report
 

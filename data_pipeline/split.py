@@ -30,12 +30,18 @@ def carve_validation(pairs: list[Pair], val_fraction: float, seed: int) -> tuple
     return train, val
 
 
-def _rows(pairs: list[Pair]) -> list[dict]:
-    return [{"id": p.id, "image": p.image, "mask": p.mask} for p in pairs]
+def _rows(pairs: list[Pair], digests: dict) -> list[dict]:
+    rows = []
+    for p in pairs:
+        row = {"id": p.id, "image": p.image, "mask": p.mask}
+        if p.image in digests:
+            row["digest"] = digests[p.image]
+        rows.append(row)
+    return rows
 
 
-def write_split(path: str, splits: dict[str, list[Pair]], **meta) -> None:
-    write_json(path, {**meta, **{name: _rows(pairs) for name, pairs in splits.items()}})
+def write_split(path: str, splits: dict[str, list[Pair]], digests: dict | None = None, **meta) -> None:
+    write_json(path, {**meta, **{name: _rows(pairs, digests or {}) for name, pairs in splits.items()}})
 
 
 def read_split(path: str) -> dict[str, list[Pair]]:
@@ -63,6 +69,8 @@ class Splits:
     layout: str
     validation_from: str  # "layout" or "train"
     excluded: list = field(default_factory=list)  # problems of the pairs left out (--skip-bad)
+    digests: dict = field(default_factory=dict)  # image path -> digest of its decoded pixels
+    overlap: list = field(default_factory=list)  # leakage let through with --allow-overlap
 
     def as_dict(self) -> dict[str, list[Pair]]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
@@ -75,6 +83,8 @@ class Splits:
             "seed": seed,
             "val_fraction": val_fraction,
             "excluded": [p.to_dict() for p in self.excluded],
+            "allowed_overlap": [p.to_dict() for p in self.overlap],
+            "digests": self.digests,
         }
 
 
@@ -87,9 +97,15 @@ def assemble_splits(
     val_from: str,
     seed: int,
     skip_bad: bool,
+    allow_overlap: bool = False,
 ) -> Splits:
-    """Discover the pairs, decode-check them and settle the three splits. Raises DataError
-    (naming the files) before anything is written anywhere."""
+    """Discover the pairs, decode-check them, look for leakage between the splits and settle
+    the three splits. Raises DataError (naming the files) before anything is written anywhere."""
+    import logging
+
+    from skinseg.data_pipeline.checks import problem_lines
+    from skinseg.data_pipeline.leakage import find_overlaps
+
     found = discover_pairs(root, masks)
     train_name = "train" if "train" in found.splits else "all" if "all" in found.splits else None
     if train_name is None:
@@ -103,20 +119,32 @@ def assemble_splits(
             "use --val-from train"
         )
     size = (image_size, image_size)
-    train, errors = usable_pairs(
-        found.splits[train_name], found.errors_of(train_name), size, skip_bad, "training"
-    )
-    test, test_errors = usable_pairs(
-        found.splits.get("test", []), found.errors_of("test"), size, skip_bad, "test"
-    )
-    if not train:
+    checked, excluded = {}, []
+    for name, what in ((train_name, "training"), ("validation", "validation"), ("test", "test")):
+        if name == "validation" and not (has_validation and val_from in ("auto", "layout")):
+            continue
+        infos, errors = usable_pairs(found.splits.get(name, []), found.errors_of(name), size, skip_bad, what)
+        checked[name], excluded = infos, [*excluded, *errors]
+    if not checked[train_name]:
         raise DataError(f"{found.root}: no usable training pairs")
-    if has_validation and val_from in ("auto", "layout"):
-        val, val_errors = usable_pairs(
-            found.splits["validation"], found.errors_of("validation"), size, skip_bad, "validation"
+    overlaps = find_overlaps(checked)
+    leaks = [p for p in overlaps if p.severity == "error"]
+    for duplicate in (p for p in overlaps if p.severity == "warning"):
+        logging.getLogger("skinseg").warning("%s: %s", duplicate.file, duplicate.problem)
+    if leaks and not allow_overlap:
+        raise DataError(
+            f"{len(leaks)} image(s) in more than one split of {found.root}:\n{problem_lines(leaks)}\n"
+            "Remove them from one split, or pass --allow-overlap to train anyway (recorded in split.json)"
         )
-        source = "layout"
+    if leaks:
+        logging.getLogger("skinseg").warning(
+            "%d image(s) in more than one split (--allow-overlap)", len(leaks)
+        )
+    train = [i.pair for i in checked[train_name]]
+    if "validation" in checked:
+        val, source = [i.pair for i in checked["validation"]], "layout"
     else:
-        train, val = carve_validation(train, val_fraction, seed)
-        val_errors, source = [], "train"
-    return Splits(train, val, test, found.root, found.layout, source, [*errors, *val_errors, *test_errors])
+        (train, val), source = carve_validation(train, val_fraction, seed), "train"
+    digests = {i.pair.image: i.digest for infos in checked.values() for i in infos}
+    test = [i.pair for i in checked.get("test", [])]
+    return Splits(train, val, test, found.root, found.layout, source, excluded, digests, leaks)

@@ -39,6 +39,7 @@ def evaluate_all(
     force: bool = False,
     batch_size: int = 16,
     skip_bad: bool = False,
+    allow_overlap: bool = False,
 ) -> str:
     from skinseg.data_pipeline.atomic import write_text
     from skinseg.metrics.figures import dice_boxplot
@@ -52,12 +53,14 @@ def evaluate_all(
         if not os.path.exists(run.best_network):
             log.warning("%s: no best.keras yet (training did not finish an epoch); left out", run.path)
             continue
-        if not force and run.evaluation_is_current(settings.to_json()):
+        if not force and run.evaluation_is_current(settings.to_json(), figures=True):
             log.info("%s: results are up to date", run.path)
             summary = run.read_summary()
         else:
             log.info("evaluating %s", run.path)
-            summary = evaluate_run(run, settings, batch_size=batch_size, skip_bad=skip_bad)
+            summary = evaluate_run(
+                run, settings, batch_size=batch_size, skip_bad=skip_bad, allow_overlap=allow_overlap
+            )
         results.append({"name": run.name, "summary": summary, "dice_by_id": dice_by_id(run)})
     baseline = baseline or pick_baseline([run for run in runs if run.name in {r["name"] for r in results}])
     path = os.path.join(runs_dir, "results.md")

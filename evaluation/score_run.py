@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from skinseg.data_pipeline.checks import size_mismatch
 from skinseg.data_pipeline.errors import DataError
 from skinseg.data_pipeline.image_io import read_image, read_mask, resize_mask, to_original
 
@@ -69,8 +70,7 @@ def _loader(size, preprocessing, keep_original: bool):
         decoded = read_image(pair.image, min_size=size)
         truth = read_mask(pair.mask)
         if truth.original_size != decoded.original_size:
-            (ih, iw), (mh, mw) = decoded.original_size, truth.original_size
-            raise DataError(f"{pair.mask}: mask is {mw}x{mh} but its image is {iw}x{ih}")
+            raise DataError(f"{pair.mask}: {size_mismatch(decoded, truth)}")
         at_input = resize_mask(truth.array, size, decoded.covers)
         extra = (truth.array if keep_original else None, at_input, decoded.original_size, decoded.covers)
         return prepare_image(decoded.array, size, preprocessing), extra
@@ -161,10 +161,12 @@ def case_figure(model, pairs, rows, preprocessing, settings: EvalSettings, path:
     case_grid(cases, path, title)
 
 
-def load_test_pairs(run, config, data, skip_bad: bool):
-    """The run's stored test split, or the test (or only) split of `data`."""
+def load_test_pairs(run, config, data, skip_bad: bool, allow_overlap: bool = False):
+    """The run's stored test split, or the test (or only) split of `data`. Images the run trained
+    or selected its model on (by ID or by pixels) are an error unless `allow_overlap`."""
     from skinseg.data_pipeline.checks import usable_pairs
     from skinseg.data_pipeline.discovery import discover_pairs
+    from skinseg.data_pipeline.leakage import overlap_with_record
 
     if data:
         found = discover_pairs(data[0], data[1] if len(data) > 1 else None)
@@ -172,8 +174,17 @@ def load_test_pairs(run, config, data, skip_bad: bool):
         if name is None:
             raise EvaluationError(f"{data[0]}: no test split (splits: {', '.join(found.splits)})")
         size = (config.image_size, config.image_size)
-        pairs, _ = usable_pairs(found.splits[name], found.errors_of(name), size, skip_bad, "test")
-        return pairs
+        infos, _ = usable_pairs(found.splits[name], found.errors_of(name), size, skip_bad, "test")
+        seen = overlap_with_record(infos, run.read_split_record())
+        if seen and not allow_overlap:
+            raise EvaluationError(
+                f"{seen[0]}: the run trained or selected its model on this image ({len(seen)} of the "
+                f"{len(infos)} test images, by ID or by pixels); a test score on them would be a training "
+                "score. Pass --allow-overlap to score them anyway"
+            )
+        if seen:
+            log.warning("scoring %d image(s) the run trained on (--allow-overlap)", len(seen))
+        return [info.pair for info in infos], len(seen)
     if not os.path.exists(run.split_path):
         raise EvaluationError(f"{run.split_path}: missing; is {run.path} a run folder of train.py?")
     pairs = run.read_split()["test"]
@@ -182,14 +193,8 @@ def load_test_pairs(run, config, data, skip_bad: bool):
             f"{run.path}: its data set had no test split (an images/masks folder pair is all training "
             "data); pass --data PATH with a test set"
         )
-    return pairs
-
-
-def training_overlap(run, pairs) -> list[str]:
-    """IDs of `pairs` that the run trained or selected its model on."""
-    record = run.read_split_record()
-    seen = {row["id"] for name in ("train", "validation") for row in record.get(name, [])}
-    return sorted({p.id for p in pairs} & seen)
+    allowed = len(run.read_split_record().get("allowed_overlap", []))
+    return pairs, allowed
 
 
 def run_progress(run) -> dict:
@@ -210,6 +215,7 @@ def evaluate_run(
     *,
     batch_size: int = 16,
     skip_bad: bool = False,
+    allow_overlap: bool = False,
     figures: bool = True,
 ) -> dict:
     """Per-image CSV and summary JSON in RUN/eval/; returns the summary."""
@@ -239,16 +245,7 @@ def evaluate_run(
             progress["epochs"],
         )
     model = load_segmenter(run.best_network)
-    pairs = load_test_pairs(run, config, settings.data, skip_bad)
-    overlap = training_overlap(run, pairs)
-    if overlap:
-        log.warning(
-            "warning: %d of the %d test images were in the run's training or validation split (e.g. %s); "
-            "the scores are not a test of generalisation",
-            len(overlap),
-            len(pairs),
-            overlap[0],
-        )
+    pairs, overlap = load_test_pairs(run, config, settings.data, skip_bad, allow_overlap)
     rows, ms = score_pairs(
         model,
         pairs,
@@ -272,7 +269,7 @@ def evaluate_run(
         train_loss_final=history[-1].get("loss") if history else None,
         best_epoch=best.get("epoch"),
         progress=progress,
-        training_overlap=len(overlap),
+        training_overlap=overlap,
         input_size=list(input_size(model)),
         ms_per_image=ms,
         settings=settings.to_json(),

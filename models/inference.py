@@ -20,15 +20,56 @@ class ModelLoadError(RuntimeError):
 
 
 def load_segmenter(path: str) -> keras.Model:
-    """`keras.models.load_model`, with errors that name the file."""
+    """`keras.models.load_model` in safe mode (a file holding a Lambda layer, i.e. arbitrary
+    code, is refused, never run), then `check_segmenter`; errors name the file."""
     if not os.path.exists(path):
         raise ModelLoadError(f"{path}: no such model file (a run folder holds best.keras and last.keras)")
+    if os.path.isdir(path):
+        raise ModelLoadError(f"{path}: a folder, not a .keras model file")
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path}: not a .keras model file (truncated or corrupt?)")
     try:
-        return keras.models.load_model(path, compile=False)
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types for a bad archive
-        raise ModelLoadError(f"{path}: cannot load the model ({type(err).__name__}: {err})") from None
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "safe_mode" in str(err) or "Lambda" in str(err):
+            raise ModelLoadError(
+                f"{path}: holds a Lambda layer (arbitrary Python code); refused: models are loaded in "
+                "Keras' safe mode and such code is never run"
+            ) from None
+        raise ModelLoadError(f"{path}: cannot load the model ({type(err).__name__}: {message})") from None
+    check_segmenter(model, path)
+    return model
+
+
+def check_segmenter(model, path: str) -> None:
+    """A segmenter here takes one RGB image batch (B, H, W, 3) and returns one lesion
+    probability map (B, H, W, 1) of the same size; anything else is refused, saying what it is."""
+    inputs = model.inputs if isinstance(getattr(model, "inputs", None), list) else []
+    outputs = model.outputs if isinstance(getattr(model, "outputs", None), list) else []
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelLoadError(
+            f"{path}: not a segmenter: it has {len(inputs)} input(s) and {len(outputs)} output(s); "
+            "expected one image input and one mask output"
+        )
+    shape_in, shape_out = tuple(inputs[0].shape), tuple(outputs[0].shape)
+    found = f"input {shape_in}, output {shape_out}"
+    if len(shape_in) != 4 or shape_in[-1] != 3 or None in shape_in[1:3]:
+        raise ModelLoadError(
+            f"{path}: not a segmenter of RGB images: {found}; expected input (None, H, W, 3)"
+        )
+    if len(shape_out) != 4 or shape_out[-1] != 1:
+        hint = (
+            " (a 2-channel softmax? save a model whose output is the lesion channel)"
+            if len(shape_out) == 4 and shape_out[-1] == 2
+            else ""
+        )
+        raise ModelLoadError(
+            f"{path}: not a binary segmenter: {found}; expected output (None, H, W, 1), the lesion "
+            f"probability{hint}"
+        )
+    if shape_out[1:3] != shape_in[1:3]:
+        raise ModelLoadError(f"{path}: its mask is not the size of its input: {found}")
 
 
 def input_size(model: keras.Model) -> tuple[int, int]:

@@ -280,9 +280,12 @@ class RunFolder:
         with open(self.per_image_path, newline="", encoding="utf-8") as handle:
             return list(csv.DictReader(handle))
 
-    def evaluation_is_current(self, settings: dict) -> bool:
-        """Results newer than the network, computed with the same settings."""
+    def evaluation_is_current(self, settings: dict, figures: bool = False) -> bool:
+        """Results newer than the network, computed with the same settings (and, with `figures`,
+        their figure drawn: a kill between the summary and the figure leaves it to redo)."""
         if not (os.path.exists(self.summary_path) and os.path.exists(self.best_network)):
+            return False
+        if figures and not os.path.exists(self.cases_path):
             return False
         if os.path.getmtime(self.summary_path) < os.path.getmtime(self.best_network):
             return False

@@ -222,15 +222,20 @@ def test_shifted_prediction_costs_what_the_shift_says(tmp_path):
     assert float(_rows(run)[0]["hd"]) == pytest.approx(s * 0.5)
 
 
-def test_scoring_training_images_is_flagged(runs, caplog):
-    """An images/masks folder pair has no test split: evaluating on the training data must say so."""
+def test_scoring_training_images_is_refused_unless_allowed(runs, caplog):
+    """An images/masks folder pair has no test split: scoring the training data must be refused."""
+    from skinseg.evaluation.score_run import EvaluationError
+
     run = os.path.join(runs, "baseline")
     data = json.load(open(os.path.join(run, "split.json")))["data"]
-    caplog.set_level("WARNING")
-    evaluate_run(
-        run,
-        EvalSettings(data=(os.path.join(data, "training", "image"), os.path.join(data, "training", "label"))),
-        figures=False,
+    training = EvalSettings(
+        data=(os.path.join(data, "training", "image"), os.path.join(data, "training", "label"))
     )
-    assert "of the 12 test images were in the run's training or validation split" in caplog.text
+    with pytest.raises(
+        EvaluationError, match=r"the run trained or selected its model on this image \(12 of the 12"
+    ):
+        evaluate_run(run, training, figures=False)
+    caplog.set_level("WARNING")
+    evaluate_run(run, training, figures=False, allow_overlap=True)
+    assert "scoring 12 image(s) the run trained on (--allow-overlap)" in caplog.text
     assert json.load(open(os.path.join(run, "eval", "summary.json")))["training_overlap"] == 12

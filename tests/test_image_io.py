@@ -223,3 +223,41 @@ def test_write_image_is_atomic(tmp_path):
     path = str(tmp_path / "out.png")
     write_image(path, np.zeros((4, 4), np.uint8))
     assert os.listdir(tmp_path) == ["out.png"]
+
+
+def _exif_pair(tmp_path, shape, orientation=6):
+    """A lesion image as a viewer shows it (`shape`), stored turned, with EXIF orientation 6 (the
+    viewer turns it 90 degrees clockwise), and its mask drawn on the displayed image."""
+    mask = _lesion(shape)
+    mask[: shape[0] // 5, : shape[1] // 5] = True  # an asymmetric mark: a wrong turn cannot match
+    displayed = Image.fromarray(np.repeat(np.where(mask, 30, 230).astype(np.uint8)[..., None], 3, axis=2))
+    stored = displayed.transpose(Image.Transpose.ROTATE_90)  # undone by orientation 6 (ROTATE_270)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(tmp_path / "a.jpg", quality=95, exif=exif)
+    _save(tmp_path / "a_segmentation.png", mask.astype(np.uint8) * 255)
+    return mask
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (48, 80)])
+def test_exif_orientation_is_applied_to_images_as_a_viewer_does(tmp_path, shape):
+    mask = _exif_pair(tmp_path, shape)
+    decoded = read_image(str(tmp_path / "a.jpg"), min_size=(32, 32))
+    assert decoded.original_size == shape and decoded.orientation == 6
+    assert any("EXIF orientation 6" in note for note in decoded.notes)
+    seen = decoded.array.mean(axis=-1) < 130
+    assert 2 * (seen & mask).sum() / (seen.sum() + mask.sum()) > 0.98
+    image, small_mask = load_example(str(tmp_path / "a.jpg"), str(tmp_path / "a_segmentation.png"), 32)
+    seen, labelled = image.mean(axis=-1) < 130, small_mask[..., 0] > 0
+    assert 2 * (seen & labelled).sum() / (seen.sum() + labelled.sum()) > 0.97
+
+
+def test_a_mask_drawn_on_the_stored_pixels_is_refused_naming_exif(tmp_path):
+    from skinseg.data_pipeline.checks import check_pair
+    from skinseg.data_pipeline.discovery import Pair
+
+    mask = _exif_pair(tmp_path, (48, 80))
+    _save(tmp_path / "a_segmentation.png", np.rot90(mask).astype(np.uint8) * 255)  # 80x48: stored
+    info, problems = check_pair(Pair("a", str(tmp_path / "a.jpg"), str(tmp_path / "a_segmentation.png")))
+    assert info is None
+    assert "mask is 48x80 but its image is 80x48 as displayed (its EXIF orientation 6" in problems[-1].problem

@@ -127,3 +127,15 @@ def test_a_missing_overlay_is_drawn_on_a_rerun(model_path, images, tmp_path):
     assert sorted(os.listdir(out / "overlays")) == ["a.jpg", "b.jpg", "c.jpg"]
     assert result.written == 0 and result.skipped_existing == 3
     assert os.path.getmtime(out / "a.png") == stamp
+
+
+def test_masks_follow_the_exif_orientation_of_their_image(model_path, tmp_path):
+    image = np.zeros((30, 50, 3), np.uint8)  # displayed 30x50, stored turned
+    stored = Image.fromarray(image).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "in").mkdir()
+    stored.save(tmp_path / "in" / "a.jpg", exif=exif)
+    assert stored.size == (30, 50)
+    predict_folder(model_path, [str(tmp_path / "in")], str(tmp_path / "out"))
+    assert Image.open(tmp_path / "out" / "a.png").size == (50, 30)  # as displayed

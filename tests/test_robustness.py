@@ -81,8 +81,9 @@ def inject(case: str, split_dir: str) -> None:
         Image.open(image).save(image[:-4] + ".png")
     elif case == "all-black (empty) mask":
         Image.fromarray(np.zeros_like(np.asarray(Image.open(mask)))).save(mask)
-    elif case == "6000x4000 image":
-        Image.fromarray(_smooth(4000, 6000)).save(image, quality=90)
+    elif case == "6000x4000 image":  # not the same picture in both splits: that would be leakage
+        smooth = _smooth(4000, 6000)
+        Image.fromarray(smooth if "training" in split_dir else smooth[::-1]).save(image, quality=90)
         Image.fromarray(_box_mask(4000, 6000)).save(mask)
     elif case == "symlink loop":
         os.remove(image)

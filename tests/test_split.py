@@ -48,7 +48,11 @@ def _isic2017(root):
     for k, split in enumerate(("Training", "Validation", "Test_v2")):
         ids = [f"ISIC_{k}{i:06d}" for i in range(6 if split == "Training" else 2)]
         write_pairs(
-            root / f"ISIC-2017_{split}_Data", root / f"ISIC-2017_{split}_Part1_GroundTruth", ids, (32, 32)
+            root / f"ISIC-2017_{split}_Data",
+            root / f"ISIC-2017_{split}_Part1_GroundTruth",
+            ids,
+            (32, 32),
+            start=10 * k,  # other pictures in each split: the same ones would be leakage
         )
     return str(root)
 

@@ -69,6 +69,11 @@ class RunConfig:
         choices=("auto", "memory", "disk", "none"),
     )
     skip_bad: bool = option(False, "data", "leave out unusable files instead of stopping")
+    allow_overlap: bool = option(
+        False,
+        "data",
+        "train even when an image is in two splits (by ID or by pixels; recorded in split.json)",
+    )
     # model
     model: str = option("baseline", "model", f"model preset: {', '.join(model_names())}", metavar="NAME")
     width: int | None = option(

@@ -80,6 +80,7 @@ def start_run(config: RunConfig, *, overwrite: bool = False):
         val_from=config.val_from,
         seed=config.seed,
         skip_bad=config.skip_bad,
+        allow_overlap=config.allow_overlap,
     )
     run = RunFolder(config.out or os.path.join("runs", default_run_name(config)))
     run.lock()
@@ -205,7 +206,7 @@ def run_training(
     else:
         (config, run, found), state = start_run(config, overwrite=overwrite), None
         splits = found.as_dict()
-    handler = logging.FileHandler(run.log_path, encoding="utf-8")
+    handler = logging.FileHandler(run.log_path, encoding="utf-8", errors="backslashreplace")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

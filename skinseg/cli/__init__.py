@@ -118,6 +118,9 @@ def exit_codes(main):
 
     @functools.wraps(main)
     def wrapped(argv=None) -> int:
+        for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
         try:
             return main(argv)
         except KeyboardInterrupt:

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--skip-bad", action="store_true", help="leave out unusable test files instead of stopping"
     )
+    data.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="score test images the run trained or selected its model on (refused otherwise)",
+    )
     other = parser.add_argument_group("table and run")
     other.add_argument(
         "--baseline",
@@ -97,6 +102,7 @@ def main(argv=None) -> int:
             force=args.force,
             batch_size=args.batch_size,
             skip_bad=args.skip_bad,
+            allow_overlap=args.allow_overlap,
         )
         with open(path, encoding="utf-8") as handle:
             print(handle.read())
@@ -104,7 +110,11 @@ def main(argv=None) -> int:
         return 0
     for run in args.run:
         summary = evaluate_run(
-            os.path.abspath(run), settings, batch_size=args.batch_size, skip_bad=args.skip_bad
+            os.path.abspath(run),
+            settings,
+            batch_size=args.batch_size,
+            skip_bad=args.skip_bad,
+            allow_overlap=args.allow_overlap,
         )
         m = summary["metrics"]
         print(
