@@ -12,7 +12,7 @@ import sys
 import time
 
 from bench.data import REAL
-from bench.report import finish, parser
+from bench.report import finish, metric_means, parser
 
 RECIPE = [
     "--model",
@@ -78,13 +78,7 @@ def main(argv=None) -> None:
         "eval_s": eval_s,
         "train_loss": summary["train_loss"],
         "test_loss": summary["test_loss"],
-        "dice": m["dice"]["mean"],
-        "volume_similarity": m["volume_similarity"]["mean"],
-        "avg_hausdorff": m["avg_hausdorff"]["mean"],
-        "asd_medpy": m["asd_medpy"]["mean"],
-        "hd": m["hd"]["mean"],
-        "hd95": m["hd95"]["mean"],
-        "jaccard": m["jaccard"]["mean"],
+        **metric_means(summary),
         "best_epoch": summary["best_epoch"],
     }
     finish(

@@ -30,6 +30,8 @@ row() {  # NAME then train.py options
 
 mkdir -p "$RUNS"
 : > "$RUNS/timings.txt"
+# Does the input pipeline keep the GPU busy? (delivery vs consumption ratio, in a few seconds)
+python -m bench.pipeline --json "$RUNS/pipeline.json" | tail -3 | tee -a "$RUNS/timings.txt"
 row baseline                              --model baseline
 row deeplabv3plus-resnet101               --model deeplabv3plus --backbone resnet101 --backbone-weights none
 row hardnet_mseg                          --model hardnet_mseg

@@ -1,6 +1,8 @@
 """Inference throughput of the Keras model, the exported SavedModel and the TFLite model, at 128
-and 256 px, batch 1 and 32 (default: the CPU-sized baseline UNet; --full: the preset).
-  python -m bench.inference [--full] [--model NAME]
+and 256 px, batch 1 and 32 (default: the CPU-sized baseline UNet; --full: the preset); then
+`predict_folder` end to end (decoding JPEGs, resizing, inference, resizing back, writing PNGs) on
+--images full-resolution JPEGs against the model alone at the same batch size.
+  python -m bench.inference [--full] [--model NAME] [--images 48] [--image-size 1024x768]
 """
 
 from __future__ import annotations
@@ -45,10 +47,58 @@ def runners(model, size, work):
     return {"keras": keras_run, "saved_model": saved_run, "tflite": tflite_run}
 
 
+def end_to_end(model, work: str, count: int, shape: tuple[int, int], batch: int, path: str | None) -> dict:
+    """images/s of predict_folder on `count` JPEGs of `shape` (H, W) vs the model alone."""
+    import time
+
+    import keras
+
+    from bench.streaming import write_pairs
+    from skinseg.models.inference import Forward
+    from skinseg.models.predict import PRETRAINED, predict_folder
+
+    folder = os.path.join(work, "jpegs")
+    write_pairs(folder, count, shape)
+    # A trained network: an untrained one's speckled masks cost several times more to encode.
+    path = path or (PRETRAINED if os.path.exists(PRETRAINED) else None)
+    if path is None:
+        path = os.path.join(work, "model.keras")
+        model.save(path)
+    images = os.path.join(folder, "training", "image")
+    predict_folder(path, [images], os.path.join(work, "warm"), batch_size=batch)  # warms file caches
+    result = predict_folder(path, [images], os.path.join(work, "masks"), batch_size=batch)
+    e2e = result.images_per_s  # from loading the model to the last mask (start-up included)
+    # After the first batch (start-up: folding BatchNormalization, tracing, the first decode):
+    steady = (result.written - batch) / (result.seconds - result.first_batch_seconds)
+    network = keras.models.load_model(path, compile=False)
+    forward = Forward(network)
+    x = np.random.default_rng(0).random((batch, *network.input_shape[1:])).astype("float32")
+    forward(x)
+    start = time.perf_counter()
+    steps = max(1, count // batch)
+    for _ in range(steps):
+        forward(x)
+    alone = steps * batch / (time.perf_counter() - start)
+    return {
+        "end_to_end_img_per_s": e2e,
+        "steady_img_per_s": steady,
+        "startup_s": result.first_batch_seconds,
+        "model_only_img_per_s": alone,
+        "written": result.written,
+        "model": os.path.basename(path),
+    }
+
+
 def main(argv=None) -> None:
     p = parser(__doc__)
     p.add_argument("--model", default="baseline")
     p.add_argument("--sizes", nargs="+", type=int, default=[128, 256])
+    p.add_argument("--images", type=int, default=320, help="JPEGs for the end-to-end measurement")
+    p.add_argument("--image-size", default="1024x768", help="their size, WxH")
+    p.add_argument("--batch", type=int, default=8, help="end-to-end batch size")
+    p.add_argument(
+        "--e2e-model", metavar="FILE", help="trained .keras for end to end (default: the shipped one)"
+    )
     args = p.parse_args(argv)
     import keras
 
@@ -72,17 +122,54 @@ def main(argv=None) -> None:
                         }
                     )
             keras.backend.clear_session()
-    best = {r["runtime"]: r["img_per_s"] for r in rows if r["size"] == args.sizes[0] and r["batch"] == 32}
+        model = build_model(args.model, args.sizes[0], **({} if args.full else CPU_SIZED[args.model]))
+        w, h = (int(v) for v in args.image_size.lower().split("x"))
+        e2e = end_to_end(model, work, args.images, (h, w), args.batch, args.e2e_model)
+    rows.append(
+        {
+            "runtime": f"predict_folder end to end, {w}x{h} JPEG",
+            "size": args.sizes[0],
+            "batch": args.batch,
+            "img_per_s": e2e["end_to_end_img_per_s"],
+        }
+    )
+    rows.append(
+        {
+            "runtime": "  the same, after its first batch",
+            "size": args.sizes[0],
+            "batch": args.batch,
+            "img_per_s": e2e["steady_img_per_s"],
+        }
+    )
+    rows.append(
+        {
+            "runtime": "same model alone (Forward)",
+            "size": args.sizes[0],
+            "batch": args.batch,
+            "img_per_s": e2e["model_only_img_per_s"],
+        }
+    )
+    best = {
+        r["runtime"]: r["img_per_s"]
+        for r in rows
+        if r["size"] == args.sizes[0]
+        and r["batch"] == 32
+        and r["runtime"] in ("keras", "saved_model", "tflite")
+    }
     ratios = {
         f"{k}_over_keras_{args.sizes[0]}px_b32": v / best["keras"] for k, v in best.items() if k != "keras"
     }
+    ratios["end_to_end_over_model_only"] = e2e["end_to_end_img_per_s"] / e2e["model_only_img_per_s"]
+    ratios["steady_end_to_end_over_model_only"] = e2e["steady_img_per_s"] / e2e["model_only_img_per_s"]
     finish(
         "inference",
         args,
         rows,
         ["runtime", "size", "batch", "img_per_s", "ms_per_batch"],
         ratios,
-        notes=f"model: {args.model} ({'preset' if args.full else 'CPU-sized'}), fp32",
+        notes=f"model: {args.model} ({'preset' if args.full else 'CPU-sized'}), fp32; end to end: "
+        f"{e2e['model']} on {args.images} JPEGs, start-up (loading, folding, tracing, first batch) "
+        f"{e2e['startup_s']:.2f} s",
     )
 
 

@@ -2,9 +2,11 @@
 reflection padding, BN, ReLU twice per level; max-pool, 2x2 transposed conv, skip concatenation,
 1x1 conv + sigmoid: the reference's network), same width,
 depth, batch, image size, optimiser (Adam 1e-3) and loss (BCE), trained for the same number of
-steps on the same data. Images/s for training and inference, and the Keras/PyTorch ratios.
-PyTorch is optional (`pip install torch`, CPU build); without it this bench says so and stops.
-  python -m bench.peer [--full] [--width 32] [--steps 10]
+steps on the same data. Images/s for training (at --batch) and for inference at batch 1 and 8
+(Keras through the project's traced `Forward`, with and without XLA; PyTorch in eval mode under
+no_grad), and the Keras/PyTorch ratios. PyTorch is optional (`pip install torch`, CPU build);
+without it this bench says so and stops.
+  python -m bench.peer [--full] [--width 32] [--steps 10] [--infer-batches 1 8]
 """
 
 from __future__ import annotations
@@ -95,18 +97,35 @@ def run_torch(batches, width, depth, steps):
         step(*data[k % len(data)])
     train = steps * len(batches[0][0]) / (time.perf_counter() - start)
     model.eval()
+    return params, train, model
+
+
+def torch_infer(model, images: np.ndarray, steps: int) -> float:
+    import torch
+
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     with torch.no_grad():
-        model(data[0][0])
+        model(x)
         start = time.perf_counter()
-        for k in range(steps):
-            model(data[k % len(data)][0])
-        infer = steps * len(batches[0][0]) / (time.perf_counter() - start)
-    return params, train, infer
+        for _ in range(steps):
+            model(x).numpy()
+        return steps * len(images) / (time.perf_counter() - start)
+
+
+def keras_infer(network, images: np.ndarray, steps: int, jit_compile: bool, fold: bool) -> float:
+    from skinseg.models.inference import Forward
+
+    forward = Forward(network, jit_compile=jit_compile, fold=fold)
+    forward(images)
+    forward(images)
+    start = time.perf_counter()
+    for _ in range(steps):
+        forward(images)
+    return steps * len(images) / (time.perf_counter() - start)
 
 
 def run_keras(batches, width, depth, steps, size):
     from skinseg.losses import get_loss
-    from skinseg.models.inference import Forward, predict_probabilities
     from skinseg.models.registry import build_model
     from skinseg.training.trainer import SegmentationTrainer
 
@@ -119,13 +138,7 @@ def run_keras(batches, width, depth, steps, size):
     for k in range(steps):
         trainer.train_on_batch(*batches[k % len(batches)])
     train = steps * len(batches[0][0]) / (time.perf_counter() - start)
-    forward = Forward(network)
-    predict_probabilities(forward, batches[0][0])
-    start = time.perf_counter()
-    for k in range(steps):
-        predict_probabilities(forward, batches[k % len(batches)][0])
-    infer = steps * len(batches[0][0]) / (time.perf_counter() - start)
-    return sum(int(np.prod(w.shape)) for w in network.trainable_weights), train, infer
+    return sum(int(np.prod(w.shape)) for w in network.trainable_weights), train, network
 
 
 def main(argv=None) -> None:
@@ -135,6 +148,7 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=None, help="default 10; --full: 30")
+    p.add_argument("--infer-batches", type=int, nargs="+", default=[1, 8])
     args = p.parse_args(argv)
     try:
         import torch
@@ -145,30 +159,42 @@ def main(argv=None) -> None:
     width = args.width or (64 if args.full else 32)
     steps = args.steps or (30 if args.full else 10)
     batches = load_batches(args.size, args.batch, 8)
-    k_params, k_train, k_infer = run_keras(batches, width, args.depth, steps, args.size)
-    t_params, t_train, t_infer = run_torch(batches, width, args.depth, steps)
+    k_params, k_train, network = run_keras(batches, width, args.depth, steps, args.size)
+    t_params, t_train, t_model = run_torch(batches, width, args.depth, steps)
     rows = [
-        {
-            "framework": "keras (this project)",
-            "trainable_params": k_params,
-            "train_img_per_s": k_train,
-            "infer_img_per_s": k_infer,
-        },
-        {
-            "framework": f"pytorch {torch.__version__}",
-            "trainable_params": t_params,
-            "train_img_per_s": t_train,
-            "infer_img_per_s": t_infer,
-        },
+        {"framework": "keras (this project)", "task": f"train b{args.batch}", "img_per_s": k_train},
+        {"framework": f"pytorch {torch.__version__}", "task": f"train b{args.batch}", "img_per_s": t_train},
     ]
+    ratios = {"train_keras_over_torch": k_train / t_train}
+    pool = np.concatenate([x for x, _ in batches])
+    for batch in args.infer_batches:
+        images = np.ascontiguousarray(pool[:batch])
+        n = max(steps, 40 // batch)
+        measured = {
+            "keras, plain graph": keras_infer(network, images, n, False, fold=False),
+            "keras + XLA": keras_infer(network, images, n, True, fold=False),
+            "keras (this project: BN folded)": keras_infer(network, images, n, False, fold=True),
+            "keras, BN folded + XLA": keras_infer(network, images, n, True, fold=True),
+            f"pytorch {torch.__version__}": torch_infer(t_model, images, n),
+        }
+        for name, rate in measured.items():
+            rows.append({"framework": name, "task": f"infer b{batch}", "img_per_s": rate})
+        torch_rate = measured[f"pytorch {torch.__version__}"]
+        ratios[f"infer_b{batch}_keras_over_torch"] = measured["keras (this project: BN folded)"] / torch_rate
+        ratios[f"infer_b{batch}_keras_unfolded_over_torch"] = measured["keras, plain graph"] / torch_rate
+        ratios[f"infer_b{batch}_keras_xla_over_torch"] = measured["keras + XLA"] / torch_rate
+        ratios[f"infer_b{batch}_keras_folded_xla_over_torch"] = (
+            measured["keras, BN folded + XLA"] / torch_rate
+        )
     finish(
         "peer",
         args,
         rows,
-        ["framework", "trainable_params", "train_img_per_s", "infer_img_per_s"],
-        {"train_keras_over_torch": k_train / t_train, "infer_keras_over_torch": k_infer / t_infer},
-        notes=f"UNet width {width}, depth {args.depth}, {args.size} px, batch {args.batch}, {steps} timed steps, "
-        f"{torch.get_num_threads()} torch threads",
+        ["framework", "task", "img_per_s"],
+        ratios,
+        notes=f"UNet width {width}, depth {args.depth}, {args.size} px, train batch {args.batch}, "
+        f"{steps} timed steps, {torch.get_num_threads()} torch threads; {k_params:,} trainable "
+        f"parameters in Keras, {t_params:,} in PyTorch",
     )
 
 

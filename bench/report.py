@@ -120,3 +120,20 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def metric_means(
+    summary: dict,
+    keys=(
+        "dice",
+        "jaccard",
+        "threshold_jaccard",
+        "volume_similarity",
+        "avg_hausdorff",
+        "asd_medpy",
+        "hd",
+        "hd95",
+    ),
+) -> dict:
+    """The mean of each metric of an evaluation summary, by name."""
+    return {key: summary["metrics"][key]["mean"] for key in keys}

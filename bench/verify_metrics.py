@@ -47,6 +47,7 @@ def main(argv=None) -> None:
     p = parser(__doc__)
     p.add_argument("--run", required=True)
     args = p.parse_args(argv)
+    from skinseg.evaluation.postprocess import PostProcessing
     from skinseg.evaluation.score_run import EvalSettings, masks_to_score
     from skinseg.evaluation.spacing import parse_spacing
     from skinseg.models.inference import Forward, load_segmenter
@@ -62,8 +63,9 @@ def main(argv=None) -> None:
     worst = dict.fromkeys([*OVERLAP, *DISTANCES], 0.0)
     checked = 0
     spacing_of = parse_spacing(settings.spacing)
+    post = PostProcessing.from_json(run.read_summary()["postprocess"])  # the masks evaluate.py scored
     for pair, pred, truth, spacing, _, _ in masks_to_score(
-        Forward(model), pairs, config.preprocessing, settings, spacing_of=spacing_of
+        Forward(model), pairs, config.preprocessing, settings, spacing_of=spacing_of, post=post
     ):
         for key, value in references(pred, truth, spacing).items():
             worst[key] = max(worst[key], abs(float(ours[pair.id][key]) - float(value)))

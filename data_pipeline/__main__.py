@@ -1,6 +1,8 @@
-"""Command line of the data layer: `inspect` a data set, or generate the `synthetic` one.
+"""Command line of the data layer.
 
 python -m skinseg.data_pipeline inspect ISIC2018/ [--json] [--strict]
+python -m skinseg.data_pipeline fetch isic2018 [--to DIR]
+python -m skinseg.data_pipeline make-reference ISIC2018/ reference128/
 python -m skinseg.data_pipeline synthetic OUT
 """
 
@@ -8,32 +10,50 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from skinseg.cli import exit_codes
 
 
-@exit_codes
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m skinseg.data_pipeline",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    inspect = sub.add_parser("inspect", help="report pairs, sizes, lesion fraction and problems")
+    inspect = sub.add_parser(
+        "inspect", allow_abbrev=False, help="report pairs, sizes, lesion fraction and problems"
+    )
     inspect.add_argument("path", help="data set folder (ISIC 2016/2017/2018, simple) or an images folder")
     inspect.add_argument("masks", nargs="?", help="masks folder, when PATH is an images folder")
     inspect.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     inspect.add_argument("--strict", action="store_true", help="exit 1 when any pair is unusable")
-    synth = sub.add_parser("synthetic", help="write the synthetic data set to a folder")
+    fetch = sub.add_parser(
+        "fetch",
+        allow_abbrev=False,
+        help="download and unzip an ISIC challenge's segmentation archives (resumable, checked)",
+    )
+    fetch.add_argument("challenge", choices=("isic2016", "isic2017", "isic2018"))
+    fetch.add_argument("--to", metavar="DIR", help="where to put them (default: ~/.cache/skinseg/CHALLENGE)")
+    fetch.add_argument("--base-url", default=None, help=argparse.SUPPRESS)  # a mirror (and the tests)
+    reference = sub.add_parser(
+        "make-reference",
+        allow_abbrev=False,
+        help="rebuild the reference table's 800/200 images at 128 px from an ISIC 2018 download",
+    )
+    reference.add_argument("isic2018", help="the ISIC 2018 folder (as `fetch isic2018` leaves it)")
+    reference.add_argument("out", help="folder to create ({training,testing}/{image,label})")
+    synth = sub.add_parser("synthetic", allow_abbrev=False, help="write the synthetic data set to a folder")
     synth.add_argument("out", help="folder to create ({training,testing}/{image,label})")
     synth.add_argument("--train", type=int, default=320, help="training pairs (default: 320)")
     synth.add_argument("--test", type=int, default=80, help="test pairs (default: 80)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    args = parser.parse_args(argv)
+    return parser
 
+
+@exit_codes
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "inspect":
         from skinseg.data_pipeline.report import format_report, inspect_dataset
 
@@ -41,6 +61,20 @@ def main(argv=None) -> int:
         print(json.dumps(report, indent=2) if args.json else format_report(report))
         unusable = any(p["severity"] == "error" for p in report["problems"])
         return 1 if args.strict and unusable else 0
+    if args.command == "fetch":
+        from skinseg.data_pipeline.fetch import ARCHIVE_BASE, fetch
+        from skinseg.data_pipeline.synthetic import data_home
+
+        to = args.to or os.path.join(data_home(), args.challenge)
+        fetch(args.challenge, to, args.base_url or ARCHIVE_BASE)
+        print(f"{args.challenge} is in {to}; train with: python train.py --data {to}")
+        return 0
+    if args.command == "make-reference":
+        from skinseg.data_pipeline.reference import make_reference
+
+        counts = make_reference(args.isic2018, args.out)
+        print(f"wrote {counts['train']} training and {counts['test']} test pairs at 128 px to {args.out}")
+        return 0
     from skinseg.data_pipeline.synthetic import generate_synthetic
 
     root = generate_synthetic(args.out, args.train, args.test, args.seed)

@@ -16,13 +16,25 @@ def atomic_path(path: str):
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
     try:
-        yield tmp
-        with open(tmp, "rb+") as handle:  # the rename must not overtake the data on disk
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as handle:  # the rename must not overtake the data on disk
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            raise _naming(err, path) from err
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _naming(err: OSError, path: str) -> OSError:
+    """The same failure, naming the file the user asked for (not its temporary, nor nothing:
+    writers such as HDF5 and zipfile often name no file)."""
+    code = err.errno
+    if code is None and "errno = 28" in str(err) or "No space left" in str(err):
+        code = 28
+    return OSError(code, err.strerror or str(err), path)
 
 
 def write_text(path: str, text: str) -> None:

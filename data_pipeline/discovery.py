@@ -153,19 +153,21 @@ def _id(stem: str) -> str:
     return unicodedata.normalize("NFC", stem)
 
 
-def _group(files: list[tuple[str, str]], key, kind: str, problems: list[Problem]) -> dict:
+def _group(files: list[tuple[str, str]], key, kind: str, problems: list[Problem]) -> tuple[dict, set]:
+    """(ID -> path of the files whose ID is theirs alone, the IDs several files claim)."""
     grouped: dict[str, list[str]] = {}
     for stem, path in files:
         grouped.setdefault(key(stem), []).append(path)
-    unique = {}
+    unique, shared = {}, set()
     for id_, paths in grouped.items():
         if len(paths) > 1:
             names = ", ".join(os.path.basename(p) for p in paths)
             for p in paths:
                 problems.append(Problem(p, f"two {kind}s share the ID {id_} ({names}); remove one"))
+            shared.add(id_)
         else:
             unique[id_] = paths[0]
-    return unique
+    return unique, shared
 
 
 def pair_folders(image_dir: str, mask_dir: str, problems: list[Problem], split: str = "") -> list[Pair]:
@@ -187,17 +189,17 @@ def _pair(image_dir: str, mask_dir: str, problems: list[Problem]) -> list[Pair]:
     mask_files = _files(mask_dir, MASK_SUFFIXES, [] if same_folder else problems)
     if same_folder:
         mask_files = [(stem, path) for stem, path in mask_files if _MASK_SUFFIX.search(stem)]
-    images = _group(image_files, _id, "image", problems)
-    masks = _group(mask_files, lambda s: _id(_MASK_SUFFIX.sub("", s)), "mask", problems)
+    images, shared_images = _group(image_files, _id, "image", problems)
+    masks, shared_masks = _group(mask_files, lambda s: _id(_MASK_SUFFIX.sub("", s)), "mask", problems)
     pairs = []
     for id_, image in images.items():
         if id_ in masks:
             pairs.append(Pair(id_, image, masks[id_]))
-        else:
+        elif id_ not in shared_masks:  # (two masks of this ID: already reported)
             expected = os.path.join(mask_dir, f"{id_}_segmentation.png")
             problems.append(Problem(image, f"image without a mask (expected {expected})"))
     for id_, mask in masks.items():
-        if id_ not in images:
+        if id_ not in images and id_ not in shared_images:
             problems.append(Problem(mask, f"mask without an image (no {id_}.jpg/.png in {image_dir})"))
     return sorted(pairs, key=lambda p: p.id)
 

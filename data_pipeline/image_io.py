@@ -227,6 +227,7 @@ def to_original(values: np.ndarray, original_size: tuple[int, int], extent=None)
 def write_image(path: str, array: np.ndarray, quality: int = 95) -> None:
     """Write a PNG/JPEG/BMP (by suffix) atomically."""
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}[os.path.splitext(path)[1].lower()]
-    options = {"quality": quality} if fmt == "JPEG" else {}
+    # PNG level 1: masks compress almost as well as at the default 6, in about half the time
+    options = {"quality": quality} if fmt == "JPEG" else {"compress_level": 1} if fmt == "PNG" else {}
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format=fmt, **options)

@@ -181,12 +181,23 @@ def data_home() -> str:
 
 
 def default_data(seed: int = 0, n_train: int = 320, n_test: int = 80) -> str:
-    """The embedded default data set, generated on first use."""
+    """The embedded default data set, generated on first use (by one process at a time: a second
+    one waits, then finds it made)."""
+    import fcntl
+
     root = os.path.join(data_home(), f"synthetic-v{VERSION}-seed{seed}-{n_train}-{n_test}")
-    manifest = os.path.join(root, "synthetic.json")
+    if _complete(root):
+        return root
+    os.makedirs(data_home(), exist_ok=True)
+    with open(root + ".lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if not _complete(root):
+            generate_synthetic(root, n_train, n_test, seed)
+    return root
+
+
+def _complete(root: str) -> bool:
     try:
-        if read_json(manifest)["version"] == VERSION:
-            return root
-    except (OSError, ValueError, KeyError):
-        pass
-    return generate_synthetic(root, n_train, n_test, seed)
+        return read_json(os.path.join(root, "synthetic.json"))["version"] == VERSION
+    except (OSError, ValueError, KeyError, TypeError):
+        return False

@@ -17,6 +17,7 @@ from skinseg.data_pipeline.image_io import read_image, read_mask, resize_mask
 from skinseg.data_pipeline.preprocess import Preprocessing, prepare_image
 
 _AUTO_MEMORY_SHARE = 0.25  # cache in RAM while the decoded set takes under this share of it
+SHUFFLE_BUFFER_BYTES = 256 * 2**20  # decoded examples held for shuffling without a memory cache
 
 
 def as_hw(size) -> tuple[int, int]:
@@ -66,10 +67,18 @@ def make_dataset(
     cache_dir: str | None = None,
     preprocessing: Preprocessing = Preprocessing(),
     cpu_augment=None,
+    pack: bool = False,
 ) -> tf.data.Dataset:
-    """Batched (images, masks). Training sets are shuffled (seeded), drop their last partial batch
-    (static shapes, no one-image BatchNorm batches) and repeat, so an epoch is `steps_per_epoch(...)`
-    batches and a resumed run can `skip` exactly the batches already seen."""
+    """Batched (images, masks), or one (images ‖ masks) tensor with `pack`. Training sets are
+    shuffled (seeded), drop their last partial batch (static shapes, no one-image BatchNorm
+    batches) and repeat, so an epoch is `steps_per_epoch(...)` batches and a resumed run can
+    `skip` exactly the batches already seen.
+
+    Memory: `cache="memory"` holds the decoded set and shuffles all of it. With `"disk"` or
+    `"none"` memory stays bounded whatever the set's size: the file order is shuffled before
+    decoding (cheap: paths), and decoded examples pass through a shuffle buffer of at most
+    SHUFFLE_BUFFER_BYTES (the disk cache keeps the first epoch's order, the buffer mixes it anew
+    each epoch)."""
     if not pairs:
         raise ValueError("make_dataset needs at least one pair")
     hw = as_hw(size)
@@ -88,6 +97,8 @@ def make_dataset(
     ds = tf.data.Dataset.from_tensor_slices(
         ([os.fsencode(p.image) for p in pairs], [os.fsencode(p.mask) for p in pairs])
     )
+    if training and cache != "memory":
+        ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=cache == "none")
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache == "memory":
         ds = ds.cache()
@@ -98,15 +109,25 @@ def make_dataset(
         # One file per process: a killed run leaves a lockfile that would block a reused name.
         ds = ds.cache(os.path.join(cache_dir, f"{'train' if training else 'eval'}-{os.getpid()}"))
     if training:
-        ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+        example_bytes = hw[0] * hw[1] * 4
+        buffer = (
+            len(pairs)
+            if cache == "memory"
+            else max(1, min(len(pairs), SHUFFLE_BUFFER_BYTES // example_bytes))
+        )
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         if cpu_augment is not None:
             ds = ds.map(_albumentations(cpu_augment, hw), num_parallel_calls=tf.data.AUTOTUNE)
     drop = training and len(pairs) >= batch_size
     ds = ds.batch(batch_size, drop_remainder=drop)
-    ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_to_float_packed if pack else _to_float, num_parallel_calls=tf.data.AUTOTUNE)
     if training:
         ds = ds.repeat()
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # Under a multi-worker strategy each worker keeps its share of every global batch (the
+    # elements have no files to shard by); the same seed gives every worker the same order.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def steps_per_epoch(n_examples: int, batch_size: int, training: bool = True) -> int:
@@ -117,6 +138,12 @@ def steps_per_epoch(n_examples: int, batch_size: int, training: bool = True) -> 
 
 def _to_float(images, masks):
     return tf.cast(images, tf.float32) / 255.0, tf.cast(masks, tf.float32)
+
+
+def _to_float_packed(images, masks):
+    """One tensor, images then masks on the channel axis (see training.trainer)."""
+    images, masks = _to_float(images, masks)
+    return tf.concat([images, masks], axis=-1)
 
 
 def _albumentations(transform, hw):

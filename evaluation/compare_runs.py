@@ -5,8 +5,17 @@ from __future__ import annotations
 import logging
 import os
 
+from skinseg.data_pipeline.errors import DataError
 from skinseg.evaluation.score_run import EvalSettings, EvaluationError, evaluate_run
-from skinseg.run_folder import RunFolder
+from skinseg.run_folder import RunFolder, RunFolderError
+from skinseg.training.config import ConfigError
+
+
+def _run_errors():
+    from skinseg.models.inference import ModelLoadError
+
+    return (EvaluationError, DataError, RunFolderError, ConfigError, ModelLoadError)
+
 
 log = logging.getLogger("skinseg")
 
@@ -15,7 +24,7 @@ def find_runs(runs_dir: str) -> list[RunFolder]:
     if not os.path.isdir(runs_dir):
         raise EvaluationError(f"{runs_dir}: no such folder (train a model first, or pass --runs-dir)")
     runs = (RunFolder(os.path.join(runs_dir, name)) for name in sorted(os.listdir(runs_dir)))
-    return [run for run in runs if run.is_run()]
+    return [run for run in runs if run.has_config()]
 
 
 def pick_baseline(runs: list[RunFolder]) -> str | None:
@@ -25,6 +34,31 @@ def pick_baseline(runs: list[RunFolder]) -> str | None:
         if c.model == "baseline" and not (c.aug or c.flooding or c.lr_schedule != "none"):
             return run.name
     return None
+
+
+def repeat_groups(results: list[dict], runs: list[RunFolder]) -> dict[str, list[dict]]:
+    """Evaluated runs grouped by their configuration without the seed, in table order; a group
+    is labelled by its first run's name without its -s<seed> suffix."""
+    import json
+    import re
+
+    by_name = {run.name: run for run in runs}
+    members: dict[str, list[dict]] = {}
+    for result in results:
+        try:
+            config = by_name[result["name"]].read_config()
+        except (ConfigError, RunFolderError):
+            continue
+        identity = {k: v for k, v in config.recorded().items() if k != "seed"}
+        key = json.dumps({**identity, "epochs": config.epochs}, sort_keys=True)
+        members.setdefault(key, []).append(result)
+    groups: dict[str, list[dict]] = {}
+    for group in members.values():
+        label = re.sub(r"-s\d+$", "", group[0]["name"])
+        while label in groups:  # another configuration with the same name stem
+            label += "'"
+        groups[label] = group
+    return groups
 
 
 def dice_by_id(run: RunFolder) -> dict[str, float]:
@@ -43,34 +77,51 @@ def evaluate_all(
 ) -> str:
     from skinseg.data_pipeline.atomic import write_text
     from skinseg.metrics.figures import dice_boxplot
-    from skinseg.metrics.table import render_results
+    from skinseg.metrics.table import render_by_source, render_repeats, render_results
 
     runs = find_runs(runs_dir)
     if not runs:
         raise EvaluationError(f"{runs_dir}: no run folders (folders with a config.json) to evaluate")
-    results = []
+    results, left_out = [], []
     for run in runs:
         if not os.path.exists(run.best_network):
-            log.warning("%s: no best.keras yet (training did not finish an epoch); left out", run.path)
+            left_out.append((run.name, "no best.keras yet (training did not finish an epoch)"))
+            log.warning("%s: %s; left out", run.path, left_out[-1][1])
             continue
         if not force and run.evaluation_is_current(settings.to_json(), figures=True):
             log.info("%s: results are up to date", run.path)
             summary = run.read_summary()
         else:
             log.info("evaluating %s", run.path)
-            summary = evaluate_run(
-                run, settings, batch_size=batch_size, skip_bad=skip_bad, allow_overlap=allow_overlap
-            )
+            try:
+                summary = evaluate_run(
+                    run, settings, batch_size=batch_size, skip_bad=skip_bad, allow_overlap=allow_overlap
+                )
+            except _run_errors() as err:  # one run's problem must not cost the whole table
+                left_out.append((run.name, str(err).splitlines()[0]))
+                log.warning("%s: left out: %s", run.path, left_out[-1][1])
+                continue
         results.append({"name": run.name, "summary": summary, "dice_by_id": dice_by_id(run)})
-    baseline = baseline or pick_baseline([run for run in runs if run.name in {r["name"] for r in results}])
+    if not results:
+        reasons = "; ".join(f"{name}: {why}" for name, why in left_out)
+        raise EvaluationError(f"{runs_dir}: no run could be evaluated ({reasons})")
+    names = [r["name"] for r in results]
+    if baseline is not None and baseline not in names:
+        raise EvaluationError(f"--baseline {baseline}: no such evaluated run; runs: {', '.join(names)}")
+    baseline = baseline or pick_baseline([run for run in runs if run.name in names])
     path = os.path.join(runs_dir, "results.md")
     where = (
         "each image's original size (predictions resized back, then thresholded)"
         if settings.at == "original"
         else "the model's input size (masks resampled like the images)"
     )
+    masks = (
+        f"threshold {settings.threshold}"
+        if settings.threshold is not None
+        else "each run's threshold and mask clean-up chosen on its validation split (column Mask step)"
+    )
     note = (
-        f"Test-set results, scored at {where}; threshold {settings.threshold}"
+        f"Test-set results, scored at {where}; {masks}"
         f"{', flip TTA' if settings.tta else ''}. Each model is its run's best.keras, selected on the "
         "validation split. Distances in pixels"
         f"{' (or the units of --spacing ' + settings.spacing + ')' if settings.spacing else ''}. "
@@ -78,7 +129,16 @@ def evaluate_all(
         "'average surface distance'; MedPy's directed ASD and its symmetric ASSD follow. "
         "p: two-sided Wilcoxon signed-rank test of per-image Dice against the baseline run.\n\n"
     )
-    write_text(path, "# Results\n\n" + note + render_results(results, baseline))
+    missing = "".join(f"\nLeft out: {name} ({why})." for name, why in left_out)
+    write_text(
+        path,
+        "# Results\n\n"
+        + note
+        + render_results(results, baseline)
+        + render_repeats(repeat_groups(results, runs), baseline)
+        + render_by_source(results)
+        + missing,
+    )
     dice_boxplot(
         [r["name"] for r in results],
         [list(r["dice_by_id"].values()) for r in results],

@@ -37,7 +37,7 @@ class EvalSettings:
 
     at: str = "original"
     tta: bool = False
-    threshold: float = 0.5
+    threshold: float | None = None  # None: the run's post-processing, chosen on its validation split
     empty: str = "diagonal"
     data: tuple[str, ...] | None = None
     spacing: str | None = None
@@ -78,10 +78,20 @@ def _loader(size, preprocessing, keep_original: bool):
     return load
 
 
-def masks_to_score(forward, pairs, preprocessing, settings: EvalSettings, batch_size=16, spacing_of=None):
+def masks_to_score(
+    forward, pairs, preprocessing, settings: EvalSettings, batch_size=16, spacing_of=None, post=None
+):
     """Yields (pair, prediction, truth, spacing, probabilities, mask at input size): the boolean
-    masks compared at the resolution `settings.at` names, with the spacing of that resolution."""
+    masks compared at the resolution `settings.at` names, with the spacing of that resolution.
+    `post` (a PostProcessing) turns probabilities into masks; an explicit `settings.threshold`
+    replaces it."""
+    from skinseg.evaluation.postprocess import PostProcessing
     from skinseg.models.inference import stream_predictions
+
+    if settings.threshold is not None:
+        post = PostProcessing(threshold=settings.threshold)
+    elif post is None:
+        raise ValueError("masks_to_score: give settings.threshold or post (the run's PostProcessing)")
 
     size = (forward.model.input_shape[1], forward.model.input_shape[2])
     spacing_of = spacing_of or (lambda _id: None)
@@ -94,15 +104,17 @@ def masks_to_score(forward, pairs, preprocessing, settings: EvalSettings, batch_
         truth, at_input, original_size, covers = extra
         spacing = spacing_of(pair.id)
         if settings.at == "original":
-            pred = to_original(prob, original_size, covers) > settings.threshold
+            pred = post.apply(to_original(prob, original_size, covers))
         else:
-            pred, truth = prob > settings.threshold, at_input
+            pred, truth = post.apply(prob), at_input
             if spacing is not None:  # an input pixel spans covers / size original pixels
                 spacing = (spacing[0] * covers[0] / size[0], spacing[1] * covers[1] / size[1])
         yield pair, pred, truth, spacing, prob, at_input
 
 
-def score_pairs(model, pairs, preprocessing, settings: EvalSettings, loss_fn, batch_size=16, spacing_of=None):
+def score_pairs(
+    model, pairs, preprocessing, settings: EvalSettings, loss_fn, batch_size=16, spacing_of=None, post=None
+):
     """Per-image rows (metrics, pixel counts, loss) and the model's ms/image."""
     from skinseg.metrics import ShapeMismatchError, image_metrics
     from skinseg.models.inference import Forward
@@ -110,7 +122,7 @@ def score_pairs(model, pairs, preprocessing, settings: EvalSettings, loss_fn, ba
     forward = _TimedForward(Forward(model))
     rows = []
     for pair, pred, truth, spacing, prob, at_input in masks_to_score(
-        forward, pairs, preprocessing, settings, batch_size, spacing_of
+        forward, pairs, preprocessing, settings, batch_size, spacing_of, post
     ):
         try:
             metrics = image_metrics(pred, truth, spacing=spacing, empty=settings.empty)
@@ -140,7 +152,7 @@ def per_image_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def case_figure(model, pairs, rows, preprocessing, settings: EvalSettings, path: str, title: str) -> None:
+def case_figure(model, pairs, rows, preprocessing, post, tta: bool, path: str, title: str) -> None:
     """Best, median and worst test image (by Dice), drawn at their original size."""
     from skinseg.data_pipeline.preprocess import prepare_image
     from skinseg.metrics.figures import case_grid, overlay
@@ -155,8 +167,8 @@ def case_figure(model, pairs, rows, preprocessing, settings: EvalSettings, path:
         image = read_image(pair.image).array
         truth = read_mask(pair.mask).array
         model_input = prepare_image(image, size, preprocessing).astype(np.float32)[None] / 255.0
-        prob = predict_probabilities(forward, model_input, settings.tta)[0]
-        pred = to_original(prob, truth.shape) > settings.threshold
+        prob = predict_probabilities(forward, model_input, tta)[0]
+        pred = post.apply(to_original(prob, truth.shape))
         cases.append((f"{label}: {row['id']}", row["dice"], overlay(image, truth, pred)))
     case_grid(cases, path, title)
 
@@ -197,6 +209,46 @@ def load_test_pairs(run, config, data, skip_bad: bool, allow_overlap: bool = Fal
     return pairs, allowed
 
 
+def _by_source(run, rows: list[dict]) -> dict:
+    """Per data set, when the run trained on several (`--data A --data B`): each row gets its
+    source's folder, and each source its own summary (its test split scored on its own)."""
+    from skinseg.metrics import summarize
+
+    record = run.read_split_record()
+    sources = [source["root"] for source in record.get("sources", [])]
+    if len(sources) < 2:
+        return {}
+    of_image = {row["image"]: sources[row["source"]] for row in record.get("test", []) if "source" in row}
+    for row in rows:
+        row["source"] = of_image.get(row["image"], "")
+    return {
+        source: summarize([row for row in rows if row["source"] == source])
+        for source in sources
+        if any(row["source"] == source for row in rows)
+    }
+
+
+def _postprocessing(run, model, settings: EvalSettings, batch_size: int, digest: str):
+    """An explicit threshold as given; else the run's choice on its validation split, made now
+    when training did not make it (runs of older versions, multi-worker runs, or best.keras
+    replaced since). Always chosen on plain predictions: one choice per network, with or without
+    --tta."""
+    from skinseg.evaluation.postprocess import PostProcessing, choose_for_run
+
+    if settings.threshold is not None:
+        return PostProcessing(threshold=settings.threshold)
+    chosen = run.read_postprocess()
+    if chosen is not None:
+        return chosen
+    try:
+        return choose_for_run(run, model, batch_size=batch_size, digest=digest)
+    except DataError as err:
+        raise EvaluationError(
+            f"{err}; the threshold is chosen on the run's validation split, which cannot be read. "
+            "Pass --threshold 0.5 to score with a fixed threshold"
+        ) from None
+
+
 def run_progress(run) -> dict:
     """How far the run got: completed and configured epochs, and whether early stopping ended it."""
     state = run.read_resume_state() or {}
@@ -228,7 +280,7 @@ def evaluate_run(
     from skinseg.run_folder import RunFolder
 
     run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
-    if not run.is_run():
+    if not run.has_config():
         raise EvaluationError(f"{run.config_path}: missing; is {run.path} a run folder of train.py?")
     config = run.read_config()
     if not os.path.exists(run.best_network):
@@ -244,8 +296,20 @@ def evaluate_run(
             progress["completed_epochs"],
             progress["epochs"],
         )
+    from skinseg.run_folder import file_digest
+
+    digest = file_digest(run.best_network)  # before loading: the record names what was scored
     model = load_segmenter(run.best_network)
     pairs, overlap = load_test_pairs(run, config, settings.data, skip_bad, allow_overlap)
+    post = _postprocessing(run, model, settings, batch_size, digest)
+    if overlap and not settings.data:
+        log.warning(
+            "%s: %d of its %d test images were also in its training data (trained with --allow-overlap); "
+            "their scores are not a test",
+            run.path,
+            overlap,
+            len(pairs),
+        )
     rows, ms = score_pairs(
         model,
         pairs,
@@ -254,11 +318,15 @@ def evaluate_run(
         get_loss(config.loss),
         batch_size,
         parse_spacing(settings.spacing),
+        post,
     )
     best = run.read_best() or {}
     history = run.read_history()
     at_best = next((r.get("loss") for r in history if r["epoch"] == best.get("epoch")), None)
     summary = summarize(rows)
+    by_source = _by_source(run, rows) if not settings.data else {}
+    if by_source:
+        summary["by_source"] = by_source
     summary.update(
         run=run.name,
         model=config.model,
@@ -273,9 +341,12 @@ def evaluate_run(
         input_size=list(input_size(model)),
         ms_per_image=ms,
         settings=settings.to_json(),
+        postprocess=post.to_json(),
     )
     run.write_evaluation(per_image_csv(rows), summary)
     if figures:
-        case_figure(model, pairs, rows, config.preprocessing, settings, run.cases_path, summary["run"])
+        case_figure(
+            model, pairs, rows, config.preprocessing, post, settings.tta, run.cases_path, summary["run"]
+        )
     keras.backend.clear_session()
     return summary

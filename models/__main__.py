@@ -54,7 +54,9 @@ def main(argv=None) -> int:
         allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    summary = sub.add_parser("summary", help="parameters and forward GFLOPs of every preset")
+    summary = sub.add_parser(
+        "summary", allow_abbrev=False, help="parameters and forward GFLOPs of every preset"
+    )
     summary.add_argument("--image-size", type=int, default=128, help="input size in pixels (default: 128)")
     summary.add_argument("--json", action="store_true", help="print a JSON list")
     summary.add_argument("--models", nargs="+", help="only these presets")
@@ -65,7 +67,9 @@ def main(argv=None) -> int:
         help="UNet channel cap; none: the reference's widths (default: %(default)s)",
     )
     summary.add_argument("--backbone", default="resnet101", help="DeepLabV3+ backbone (default: %(default)s)")
-    convert = sub.add_parser("convert-hardnet68", help="PyTorch HarDNet68 checkpoint -> encoder .weights.h5")
+    convert = sub.add_parser(
+        "convert-hardnet68", allow_abbrev=False, help="PyTorch HarDNet68 checkpoint -> encoder .weights.h5"
+    )
     convert.add_argument("source", help="hardnet68.pth (needs torch) or a .npz of its state dict")
     convert.add_argument("target", help="output, ending in .weights.h5")
     args = parser.parse_args(argv)

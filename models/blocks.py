@@ -13,7 +13,12 @@ BN_EPSILON = 1e-5
 
 
 def batch_norm(x, name: str):
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
+    """Synchronized across replicas: each step normalises with the statistics of the global batch,
+    as one device would, so every replica (and every worker) keeps the same moving averages.
+    (Unsynchronized, each would average only its own share, and the workers would end apart.)"""
+    return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=True, name=name)(
+        x
+    )
 
 
 def reflect_pad1(x, name: str):

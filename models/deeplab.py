@@ -62,10 +62,11 @@ def _stock_resnet(backbone: str, image_size: tuple[int, int], weights: str | Non
 
 def _dilate_last_stage(layer: keras.layers.Layer) -> keras.layers.Layer:
     """`clone_model` hook: stride 1 and atrous 3x3 convolutions in stage 5; PyTorch's BatchNorm
-    momentum everywhere."""
+    momentum, synchronized across replicas, everywhere."""
     config = layer.get_config()
     if isinstance(layer, layers.BatchNormalization):
         config["momentum"] = BN_MOMENTUM
+        config["synchronized"] = True  # see models.blocks.batch_norm
     if layer.name in ("conv5_block1_0_conv", "conv5_block1_1_conv"):
         config["strides"] = (1, 1)
     unit = re.fullmatch(r"conv5_block(\d+)_2_conv", layer.name)

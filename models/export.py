@@ -16,10 +16,24 @@ from skinseg.data_pipeline.preprocess import Preprocessing, shades_of_gray_tf
 from skinseg.models.inference import input_size, load_segmenter
 
 
-def export(model_path: str, out: str, preprocessing: Preprocessing = Preprocessing()) -> dict:
+def export(
+    model_path: str,
+    out: str,
+    preprocessing: Preprocessing = Preprocessing(),
+    overwrite: bool = False,
+    post=None,
+) -> dict:
+    """`post` (a PostProcessing) is written beside the graphs as postprocess.json: the threshold
+    and clean-up the caller applies to the probabilities (predict.py reads it back)."""
     import keras
     import tensorflow as tf
 
+    from skinseg.models.predict import PredictError
+
+    if os.path.exists(os.path.join(out, "saved_model")) and not overwrite:
+        raise PredictError(f"{out}: holds an export already; pass --overwrite to replace it")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise PredictError(f"{out}: --export is a file; it must be a folder")
     model = load_segmenter(model_path)
     h, w = input_size(model)
     os.makedirs(out, exist_ok=True)
@@ -60,4 +74,6 @@ def export(model_path: str, out: str, preprocessing: Preprocessing = Preprocessi
             "notes": notes,
         },
     )
+    if post is not None:
+        write_json(os.path.join(out, "postprocess.json"), post.to_json())
     return {"saved_model": saved_model, "tflite": tflite_path}

@@ -76,13 +76,86 @@ def input_size(model: keras.Model) -> tuple[int, int]:
     return int(model.input_shape[1]), int(model.input_shape[2])
 
 
-class Forward:
-    """The model's inference pass traced once for any batch size (no retracing per shape)."""
+class _Folded(keras.layers.Layer):
+    """Where a folded BatchNormalization was: passes its input on (and accepts the keyword
+    arguments the BatchNormalization was called with; never saved)."""
 
-    def __init__(self, model: keras.Model):
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+
+def fold_batch_norm(model: keras.Model) -> keras.Model:
+    """An inference copy of `model` in which every BatchNormalization that directly follows a
+    Conv2D (its only consumer) is folded into that convolution: kernel * s and (bias - mean) * s +
+    beta, s = gamma / sqrt(var + eps). Same outputs (to float32 rounding), one op less per block
+    and a Conv2D+BiasAdd+ReLU that oneDNN runs as one fused kernel. Nested models are copied as
+    they are. For inference only: the copy has no BatchNormalization left to train."""
+    from keras import layers
+
+    def inputs_of(layer):
+        try:
+            found = layer.input
+        except (AttributeError, ValueError):  # an InputLayer, or a layer called more than once
+            return []
+        return found if isinstance(found, (list, tuple)) else [found]
+
+    conv_of_output = {id(c.output): c for c in model.layers if type(c) is layers.Conv2D}
+    consumers: dict[int, int] = {}
+    for layer in model.layers:
+        for tensor in inputs_of(layer):
+            consumers[id(tensor)] = consumers.get(id(tensor), 0) + 1
+    folds = {}  # BatchNormalization name -> the Conv2D it follows
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization) and layer.axis in (-1, 3):
+            source = inputs_of(layer)
+            if len(source) == 1 and id(source[0]) in conv_of_output and consumers[id(source[0])] == 1:
+                folds[layer.name] = conv_of_output[id(source[0])]
+    if not folds:
+        return model
+    folded_convs = {conv.name: name for name, conv in folds.items()}
+
+    def clone(layer):
+        if layer.name in folds:
+            return _Folded(name=layer.name)
+        config = layer.get_config()
+        if layer.name in folded_convs:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        target = copy.get_layer(layer.name)
+        if layer.name in folds:
+            continue
+        if layer.name not in folded_convs:
+            target.set_weights(layer.get_weights())
+            continue
+        bn = model.get_layer(folded_convs[layer.name])
+        kernel = np.asarray(layer.kernel, np.float64)
+        bias = np.asarray(layer.bias, np.float64) if layer.use_bias else np.zeros(kernel.shape[-1])
+        mean = np.asarray(bn.moving_mean, np.float64)
+        scale = 1.0 / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+        if bn.scale:
+            scale = scale * np.asarray(bn.gamma, np.float64)
+        beta = np.asarray(bn.beta, np.float64) if bn.center else 0.0
+        target.set_weights(
+            [(kernel * scale).astype(np.float32), ((bias - mean) * scale + beta).astype(np.float32)]
+        )
+    return copy
+
+
+class Forward:
+    """The model's inference pass traced once for any batch size (no retracing per shape).
+    `fold`: run a copy with BatchNormalization folded into the convolutions (same outputs to
+    2e-5; 1.14-1.24x faster on the CPU, bench.peer). XLA is off: it was slower here (bench.peer)."""
+
+    def __init__(self, model: keras.Model, jit_compile: bool = False, fold: bool = True):
         spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
         self.model = model
-        self._fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        run = fold_batch_norm(model) if fold else model
+        self._fn = tf.function(
+            lambda x: run(x, training=False), input_signature=[spec], jit_compile=jit_compile
+        )
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return self._fn(tf.constant(images, tf.float32)).numpy()[..., 0]

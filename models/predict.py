@@ -6,12 +6,15 @@ import logging
 import os
 import re
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from skinseg.data_pipeline.image_io import IMAGE_SUFFIXES, read_image, to_original, write_image
 from skinseg.data_pipeline.preprocess import Preprocessing, prepare_image
+from skinseg.evaluation.postprocess import PostProcessing
 from skinseg.models.inference import Forward, input_size, load_segmenter, stream_predictions
 
 log = logging.getLogger("skinseg")
@@ -24,32 +27,82 @@ class PredictError(RuntimeError):
     pass
 
 
-def resolve_model(path: str) -> tuple[str, Preprocessing]:
-    """A saved network and the preprocessing it was trained with, from a run folder (its
-    best.keras), a .keras file inside one, or a .keras file with a preprocessing.json beside it."""
+# The model shipped with the project: `--model pretrained` (see models/pretrained/MODEL_CARD.md).
+PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "skinseg-isic.keras")
+
+
+@dataclass(frozen=True)
+class SavedSegmenter:
+    """A saved network with what turns an image into its input and its output into a mask."""
+
+    path: str
+    preprocessing: Preprocessing = Preprocessing()
+    post: PostProcessing = PostProcessing()
+
+
+def _beside(path: str, name: str) -> dict | None:
+    import json
+
+    beside = os.path.join(os.path.dirname(path), name)
+    if not os.path.exists(beside):
+        return None
+    try:
+        with open(beside, encoding="utf-8") as handle:
+            data = json.load(handle)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+    except (OSError, ValueError) as err:
+        raise PredictError(f"{beside}: unreadable ({err})") from None
+
+
+def resolve_model(path: str) -> SavedSegmenter:
+    """A saved network, the preprocessing it was trained with and the post-processing chosen for
+    it: from a run folder (its best.keras), a .keras file inside one, a .keras file with
+    preprocessing.json / postprocess.json beside it, or `pretrained` (the shipped model)."""
     from skinseg.run_folder import RunFolder
+    from skinseg.training.config import ConfigError
 
+    if path == "pretrained" and not os.path.exists(path):  # a file or folder of that name wins
+        if not os.path.exists(PRETRAINED):
+            raise PredictError(f"{PRETRAINED}: the shipped model is missing from this installation")
+        path = PRETRAINED
     path = os.path.abspath(path)
-    if os.path.isdir(path):
-        run = RunFolder(path)
-        if not run.is_run():
-            raise PredictError(f"{path}: a folder, but not a run folder of train.py (no config.json)")
-        if not os.path.exists(run.best_network):
-            raise PredictError(f"{run.best_network}: not written yet; the run has not completed an epoch")
-        return run.best_network, run.read_config().preprocessing
-    run = RunFolder(os.path.dirname(path))
-    if run.is_run():
-        return path, run.read_config().preprocessing
-    beside = os.path.join(os.path.dirname(path), "preprocessing.json")
-    if os.path.exists(beside):
-        import json
-
+    run = RunFolder(path if os.path.isdir(path) else os.path.dirname(path))
+    if os.path.isdir(path) and not run.has_config():
+        raise PredictError(f"{path}: a folder, but not a run folder of train.py (no config.json)")
+    if run.has_config():
         try:
-            with open(beside, encoding="utf-8") as handle:
-                return path, Preprocessing.from_json(json.load(handle))
-        except (OSError, ValueError, AttributeError) as err:
-            raise PredictError(f"{beside}: unreadable ({err})") from None
-    return path, Preprocessing()
+            config = run.read_config()
+        except ConfigError as err:  # its preprocessing is unknown: guessing would change the masks
+            raise PredictError(str(err)) from None
+        if os.path.isdir(path):
+            if not os.path.exists(run.best_network):
+                raise PredictError(f"{run.best_network}: not written yet; the run has not completed an epoch")
+            path = run.best_network
+        post = run.read_postprocess() if path == run.best_network else None
+        if post is None:
+            log.warning(
+                "%s: no post-processing chosen for this network; threshold 0.5 (evaluate.py --run %s "
+                "chooses one on the validation split)",
+                path,
+                run.path,
+            )
+        return SavedSegmenter(path, config.preprocessing, post or PostProcessing())
+    try:
+        pre = _beside(path, "preprocessing.json")
+        post = _beside(path, "postprocess.json")
+        return SavedSegmenter(
+            path,
+            Preprocessing.from_json(pre) if pre else Preprocessing(),
+            PostProcessing.from_json(post, os.path.join(os.path.dirname(path), "postprocess.json"))
+            if post
+            else PostProcessing(),
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise PredictError(
+            f"{os.path.dirname(path)}: unreadable preprocessing or post-processing ({err})"
+        ) from None
 
 
 @dataclass
@@ -59,6 +112,7 @@ class PredictResult:
     skipped_masks: int = 0  # inputs named like ground-truth masks (ID_segmentation.png)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (input, why it was not segmented)
     seconds: float = 0.0
+    first_batch_seconds: float = 0.0  # start-up: loading, tracing and the first batch
 
     @property
     def images_per_s(self) -> float:
@@ -94,7 +148,7 @@ def predict_folder(
     preprocessing: Preprocessing = Preprocessing(),
     overlay: bool = False,
     tta: bool = False,
-    threshold: float = 0.5,
+    post: PostProcessing | None = None,
     batch_size: int = 8,
     overwrite: bool = False,
     strict: bool = False,
@@ -105,12 +159,26 @@ def predict_folder(
     missing overlay is still drawn."""
     from skinseg.metrics.figures import overlay as draw_overlay
 
+    post = post or PostProcessing()
+
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise PredictError(f"{out}: --out is a file; it must be a folder for the masks")
+    out_real = os.path.realpath(out)
+    for item in inputs:
+        if os.path.isdir(item) and os.path.realpath(item) == out_real:
+            raise PredictError(
+                f"{out}: --out is also an input folder; the masks would replace or mix with its images. "
+                "Choose another folder"
+            )
     model = load_segmenter(model_path)
     size = input_size(model)
     files, masks, problems = list_inputs(inputs)
     result = PredictResult(skipped_masks=masks, problems=problems)
     if not files and not problems:
-        raise PredictError(f"no images (JPEG, PNG, BMP) in {', '.join(inputs)}")
+        left_out = (
+            f" ({masks} file(s) named like ground-truth masks, *_segmentation, left out)" if masks else ""
+        )
+        raise PredictError(f"no images (JPEG, PNG, BMP) in {', '.join(inputs)}{left_out}")
     os.makedirs(out, exist_ok=True)
     overlays = os.path.join(out, "overlays")
     if overlay:
@@ -122,6 +190,9 @@ def predict_folder(
         drawn = os.path.join(overlays, f"{stem}.jpg")
         if stem in stems:
             problems.append((path, f"another input has the stem {stem}; its mask would overwrite this one"))
+            continue
+        if os.path.realpath(target) == os.path.realpath(path):
+            problems.append((path, "its mask would be written over it (it is in --out)"))
             continue
         stems.add(stem)
         keep_mask = os.path.exists(target) and not overwrite
@@ -144,22 +215,37 @@ def predict_folder(
         extra = (decoded.original_size, decoded.covers, decoded.array if overlay else None)
         return prepare_image(decoded.array, size, preprocessing), extra
 
-    start = time.perf_counter()
-    forward = Forward(model)
-    for (path, target, drawn), prob, extra in stream_predictions(
-        forward, todo, load, batch_size=batch_size, tta=tta
-    ):
-        if prob is None:
-            if strict:
-                raise PredictError(str(extra))
-            problems.append((path, getattr(extra, "problem", str(extra))))
-            continue
-        original_size, covers, image = extra
-        mask = to_original(prob, original_size, covers) > threshold
+    def finish(item, prob, original_size, covers, image) -> bool:
+        """Mask (and overlay) of one image, at its original size; True when a mask was written."""
+        _, target, drawn = item
+        mask = post.apply(to_original(prob, original_size, covers))
         if target:
             write_image(target, mask.astype(np.uint8) * 255)
-            result.written += 1
         if drawn:
             write_image(drawn, draw_overlay(image, np.zeros_like(mask), mask), quality=90)
+        return bool(target)
+
+    start = time.perf_counter()
+    forward = Forward(model)  # traced on its first batch
+    # Resizing back, clean-up and PNG encoding run in a thread beside the model (they release the
+    # GIL), a bounded number of images behind it; a failed write is raised here, in order.
+    with ThreadPoolExecutor(1) as writer:
+        behind: deque = deque()
+
+        def collect(limit: int) -> None:
+            while len(behind) > limit:
+                result.written += behind.popleft().result()
+
+        for item, prob, extra in stream_predictions(forward, todo, load, batch_size=batch_size, tta=tta):
+            if prob is None:
+                if strict:
+                    raise PredictError(str(extra))
+                problems.append((item[0], getattr(extra, "problem", str(extra))))
+                continue
+            if not result.first_batch_seconds:
+                result.first_batch_seconds = time.perf_counter() - start
+            behind.append(writer.submit(finish, item, prob, *extra))
+            collect(2 * batch_size)
+        collect(0)
     result.seconds = time.perf_counter() - start
     return result

@@ -58,6 +58,38 @@ def resolve(name: str) -> Preset:
     return PRESETS[key]
 
 
+def check_geometry(
+    name: str, image_size: int, width: int | None = None, depth: int | None = None, padding: str = "reflect"
+) -> None:
+    """The checks every builder makes, without building anything (the command line makes them
+    before it writes a run folder). Raises ValueError saying what to change."""
+    preset = resolve(name)
+    if width is not None and width < 1:
+        raise ValueError(f"--width must be at least 1; got {width}")
+    if depth is not None and preset.family != "unet":
+        raise ValueError(f"--depth applies to the UNet family only, not {preset.name}")
+    if depth is not None and not 1 <= depth <= 8:
+        raise ValueError(f"--depth must be between 1 and 8; got {depth}")
+    if preset.family == "unet":
+        levels = depth or preset.depth
+        if image_size % 2**levels:
+            raise ValueError(
+                f"--image-size {image_size} is not divisible by 2**depth = {2**levels} ({preset.name}, "
+                f"{levels} levels); try {image_size // 2**levels * 2**levels or 2**levels}"
+            )
+        if padding == "reflect" and image_size // 2**levels < 2:
+            raise ValueError(
+                f"--image-size {image_size} leaves {image_size // 2**levels} pixel(s) at the bottom of "
+                f"{levels} levels; reflection padding needs 2 (a larger size, or --padding zeros)"
+            )
+        return
+    stride = 16 if preset.family == "deeplabv3plus" else 32
+    if image_size % stride:
+        raise ValueError(
+            f"--image-size {image_size} is not divisible by {stride} ({preset.name}'s output stride)"
+        )
+
+
 def model_names() -> list[str]:
     return [*PRESETS, *ALIASES]
 

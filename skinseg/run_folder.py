@@ -5,6 +5,7 @@
     history.csv      one row per completed epoch
     best.json        the best epoch: its number, the monitored metric and its value
     best.keras       the network of that epoch (written before best.json names it)
+    postprocess.json threshold and mask clean-up chosen on the validation split for best.keras
     last.keras       the network after the last checkpointed epoch
     resume/          trainer weights + optimizer (epochNNNN.weights.h5) and state.json, the commit point
     curves.png       loss and Dice curves
@@ -25,6 +26,7 @@ import fcntl
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -36,6 +38,7 @@ SPLIT = "split.json"
 HISTORY = "history.csv"
 BEST_RECORD = "best.json"
 BEST = "best.keras"
+POSTPROCESS = "postprocess.json"
 LAST = "last.keras"
 RESUME = "resume"
 STATE = "state.json"
@@ -48,6 +51,26 @@ CASES = "cases.png"
 LOCK = ".lock"
 CACHE = "cache"
 TEMPORARY_PREFIX = ".tmp-"
+# Everything a run writes in its folder (tensorboard/ with --tensorboard).
+RUN_ENTRIES = {
+    CONFIG,
+    SPLIT,
+    HISTORY,
+    BEST_RECORD,
+    BEST,
+    POSTPROCESS,
+    LAST,
+    RESUME,
+    CURVES,
+    LOG,
+    EVAL,
+    LOCK,
+    CACHE,
+    "tensorboard",
+}
+
+
+log = logging.getLogger("skinseg")
 
 
 class RunFolderError(RuntimeError):
@@ -88,6 +111,7 @@ class RunFolder:
     best_record_path = property(lambda self: self.file(BEST_RECORD))
     best_network = property(lambda self: self.file(BEST))
     last_network = property(lambda self: self.file(LAST))
+    postprocess_path = property(lambda self: self.file(POSTPROCESS))
     resume_dir = property(lambda self: self.file(RESUME))
     state_path = property(lambda self: self.file(RESUME, STATE))
     curves_path = property(lambda self: self.file(CURVES))
@@ -100,8 +124,27 @@ class RunFolder:
 
     # --- what the folder is -------------------------------------------------------------------
 
-    def is_run(self) -> bool:
+    def has_config(self) -> bool:
         return os.path.isfile(self.config_path)
+
+    def is_run(self) -> bool:
+        """A folder train.py made: its config.json is a run configuration (not just any file of
+        that name)."""
+        if not os.path.isfile(self.config_path):
+            return False
+        try:
+            self.read_config()
+        except ValueError:  # ConfigError: not ours, or damaged (which --resume reports)
+            return False
+        return True
+
+    def foreign_entries(self) -> list[str]:
+        """What the folder holds that no run writes: never deleted, by anything here."""
+        return sorted(
+            name
+            for name in (os.listdir(self.path) if os.path.isdir(self.path) else [])
+            if name not in RUN_ENTRIES and not name.startswith(TEMPORARY_PREFIX)
+        )
 
     def has_completed_epoch(self) -> bool:
         return os.path.isfile(self.state_path) or os.path.isfile(self.best_network)
@@ -118,6 +161,7 @@ class RunFolder:
             return
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise RunFolderError(f"{self.path}: exists and is not a folder; choose another --out")
+        self._made = not os.path.exists(self.path), not os.path.exists(self.file(LOCK))
         os.makedirs(self.path, exist_ok=True)
         handle = open(self.file(LOCK), "a+", encoding="utf-8")  # noqa: SIM115 (held for the run)
         try:
@@ -144,6 +188,16 @@ class RunFolder:
             self._lock_handle.close()  # closing releases the flock
             self._lock_handle = None
 
+    def release_untouched(self) -> None:
+        """Unlock a folder this process refused to use, removing the lock file (and the folder)
+        if taking the lock created them."""
+        self.unlock()
+        made_folder, made_lock = getattr(self, "_made", (False, False))
+        if made_lock and os.path.exists(self.file(LOCK)):
+            os.remove(self.file(LOCK))
+        if made_folder and os.path.isdir(self.path) and not os.listdir(self.path):
+            os.rmdir(self.path)
+
     @contextlib.contextmanager
     def locked(self):
         self.lock()
@@ -162,8 +216,15 @@ class RunFolder:
                         os.remove(os.path.join(folder, name))
 
     def clear(self) -> None:
-        """Delete everything in the folder but the lock (for --overwrite; lock holder only)."""
+        """Delete the run's files, and only those (for --overwrite; lock holder only). A folder
+        holding anything else is refused, untouched."""
         assert self._lock_handle is not None, "clear needs the lock"
+        foreign = self.foreign_entries()
+        if foreign:
+            raise RunFolderError(
+                f"{self.path} holds files a run does not write ({', '.join(foreign[:5])}); refusing to "
+                "replace it, choose another --out"
+            )
         for name in os.listdir(self.path):
             if name == LOCK:
                 continue
@@ -269,6 +330,30 @@ class RunFolder:
 
     # --- evaluation -----------------------------------------------------------------------------
 
+    def read_postprocess(self):
+        """The PostProcessing chosen for best.keras, or None when there is none to trust: not
+        chosen yet, chosen for another network (the record names the digest of the one it was
+        chosen for), or damaged (it is derived: evaluation chooses again and replaces it)."""
+        from skinseg.evaluation.postprocess import PostProcessing
+
+        if not os.path.exists(self.postprocess_path) or not os.path.exists(self.best_network):
+            return None
+        try:
+            data = _read_json(self.postprocess_path)
+            if not isinstance(data, dict):
+                raise ValueError(f"{self.postprocess_path}: not a JSON object")
+            if data.get("network_sha256") != file_digest(self.best_network):
+                return None
+            return PostProcessing.from_json(data, self.postprocess_path)
+        except (ValueError, RunFolderError) as err:
+            log.warning("%s; ignored (it is chosen again on the validation split)", err)
+            return None
+
+    def write_postprocess(self, record: dict, digest: str | None = None) -> None:
+        """`digest`: of the best.keras the choice was made with (default: the one there now)."""
+        digest = digest or file_digest(self.best_network)
+        write_json(self.postprocess_path, {**record, "network_sha256": digest})
+
     def read_summary(self) -> dict | None:
         return _read_json(self.summary_path) if os.path.exists(self.summary_path) else None
 
@@ -290,6 +375,12 @@ class RunFolder:
         if os.path.getmtime(self.summary_path) < os.path.getmtime(self.best_network):
             return False
         summary = self.read_summary()
+        if settings.get("threshold") is None:  # scored with the run's choice: is it still the one?
+            from skinseg.evaluation.postprocess import PostProcessing
+
+            chosen, used = self.read_postprocess(), summary.get("postprocess")
+            if chosen is None or used is None or PostProcessing.from_json(used) != chosen:
+                return False
         return summary.get("settings") == settings and os.path.exists(self.per_image_path)
 
     # --- progress -------------------------------------------------------------------------------

@@ -105,6 +105,46 @@ def test_config_round_trips_through_json():
     assert RunConfig(data="/x").data == (("/x",),)
 
 
+def test_a_recipe_sets_defaults_and_typed_options_win():
+    from skinseg.training.config import config_from_args
+    from skinseg.training.recipes import RECIPES
+
+    argv = ["--recipe", "best", "--width", "16", "--epochs", "3"]
+    args = train.build_parser().parse_args(argv)
+    config = config_from_args(args, set(vars(train.build_parser(True).parse_args(argv))))
+    assert (config.recipe, config.width, config.epochs) == ("best", 16, 3)  # typed
+    for key in ("loss", "aug", "color_constancy", "lr_schedule", "batch_size"):
+        assert getattr(config, key) == RECIPES["best"][key]
+    plain = config_from_args(train.build_parser().parse_args([]), set())
+    assert (plain.loss, plain.aug, plain.recipe) == ("bce", False, "none")
+    assert "recipe" not in config.recorded()  # its values are; resuming compares those
+
+
+def test_seeds_make_one_configuration_per_seed_in_its_own_folder():
+    configs = train.repeats(RunConfig(out="runs/x", seed=5), 3)
+    assert [(c.seed, c.out) for c in configs] == [(5, "runs/x-s5"), (6, "runs/x-s6"), (7, "runs/x-s7")]
+    assert [c.out for c in train.repeats(RunConfig(aug=True), 2)] == [
+        os.path.join("runs", "baseline-aug-s0"),
+        os.path.join("runs", "baseline-aug-s1"),
+    ]
+    assert train.repeats(RunConfig(out="runs/x"), 1)[0].out == "runs/x"
+    assert train.repeats(RunConfig(out="runs/x/"), 2)[0].out == os.path.join("runs", "x-s0")
+
+
+def test_boolean_options_can_be_turned_off_after_a_recipe():
+    from skinseg.training.config import config_from_args
+
+    argv = ["--recipe", "best", "--no-aug"]
+    args = train.build_parser().parse_args(argv)
+    config = config_from_args(args, set(vars(train.build_parser(True).parse_args(argv))))
+    assert config.aug is False and config.color_constancy is True
+
+
+def test_seeds_with_resume_is_refused(capsys):
+    assert train.main(["--out", "runs/x", "--resume", "--seeds", "2"]) == 2
+    assert "--resume continues one run" in capsys.readouterr().err
+
+
 def test_multiworker_without_tf_config_is_a_clear_error(simple_dataset, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     args = [
@@ -142,7 +182,7 @@ def test_resume_extends_with_epochs_and_reports_every_option_it_ignores(finished
     text = caplog.text
     assert "ignoring --lr 0.5: a resumed run keeps its configuration (lr = 0.001)" in text
     assert "ignoring --aug True" in text
-    assert "extending from 2 to 3 epochs" in text
+    assert "extending the run from 2 to 3 epochs" in text
     assert [r["epoch"] for r in RunFolder(out).read_history()] == [1, 2, 3]
     assert RunFolder(out).read_config().epochs == 3
     caplog.clear()

@@ -124,3 +124,11 @@ def test_several_challenges_is_an_error(tmp_path):
     )
     with pytest.raises(DataError, match="several challenges"):
         discover_pairs(tmp_path)
+
+
+def test_two_images_of_one_id_do_not_make_their_mask_an_orphan(tmp_path):
+    write_pairs(tmp_path / "images", tmp_path / "masks", ["X"])
+    write_image(str(tmp_path / "images" / "X.png"), np.zeros((4, 4, 3), np.uint8))
+    found = discover_pairs(str(tmp_path / "images"), str(tmp_path / "masks"))
+    problems = [p.problem for p in found.problems]
+    assert len(problems) == 2 and all("two images share the ID X" in p for p in problems)

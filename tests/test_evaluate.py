@@ -67,7 +67,7 @@ def test_at_input_scores_the_resampled_masks(runs):
     assert summary["settings"] == {
         "at": "input",
         "tta": True,
-        "threshold": 0.5,
+        "threshold": None,
         "empty": "diagonal",
         "data": None,
         "spacing": None,
@@ -239,3 +239,123 @@ def test_scoring_training_images_is_refused_unless_allowed(runs, caplog):
     evaluate_run(run, training, figures=False, allow_overlap=True)
     assert "scoring 12 image(s) the run trained on (--allow-overlap)" in caplog.text
     assert json.load(open(os.path.join(run, "eval", "summary.json")))["training_overlap"] == 12
+
+
+def test_two_data_sets_are_split_and_scored_each_on_its_own(tmp_path):
+    from skinseg.cli import train
+    from tests.conftest import TINY_TRAIN_ARGS, write_pairs
+
+    sources = []
+    for k, name in enumerate(("a", "b")):
+        root = tmp_path / name
+        for split, count, start in (("training", 8, 100 * k), ("testing", 2, 100 * k + 50)):
+            ids = [f"{name.upper()}_{i:03d}" for i in range(start, start + count)]
+            write_pairs(root / split / "image", root / split / "label", ids, start=start)
+        sources += ["--data", str(root)]
+    out = tmp_path / "runs" / "both"
+    assert train.main([*TINY_TRAIN_ARGS, *sources, "--out", str(out)]) == 0
+    record = json.load(open(out / "split.json"))
+    assert [s["counts"] for s in record["sources"]] == [{"train": 6, "validation": 2, "test": 2}] * 2
+    summary = evaluate_run(str(out), figures=False)
+    assert summary["n"] == 4
+    assert sorted(summary["by_source"]) == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert all(s["n"] == 2 for s in summary["by_source"].values())
+    assert {row["source"] for row in _rows(str(out))} == {str(tmp_path / "a"), str(tmp_path / "b")}
+    assert evaluate.main(["--all", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert "## Per data set" in open(tmp_path / "runs" / "results.md").read()
+
+
+def test_post_processing_is_chosen_on_validation_and_used_by_evaluation_and_prediction(runs, tmp_path):
+    from skinseg.cli import predict
+    from skinseg.evaluation.postprocess import PostProcessing
+    from skinseg.run_folder import RunFolder, file_digest
+
+    run = RunFolder(os.path.join(runs, "baseline"))
+    record = json.load(open(run.postprocess_path))  # chosen when training ended
+    assert record["chosen_on"]["images"] == len(run.read_split()["validation"]) > 0
+    assert record["network_sha256"] == file_digest(run.best_network)
+    # A recognisable choice: nothing is above 1.0, so every mask is empty.
+    run.write_postprocess(PostProcessing(threshold=1.0).to_json())
+    summary = evaluate_run(run, figures=False)
+    assert summary["postprocess"]["threshold"] == 1.0
+    assert all(int(r["pred_pixels"]) == 0 for r in _rows(run.path))
+    images = os.path.join(os.path.dirname(runs), "data", "testing", "image")
+    assert predict.main(["--model", run.path, images, "--out", str(tmp_path / "m")]) == 0
+    masks = [np.array(Image.open(tmp_path / "m" / name)) for name in os.listdir(tmp_path / "m")]
+    assert masks and all(m.max() == 0 for m in masks)
+    assert (
+        predict.main(["--model", run.path, images, "--out", str(tmp_path / "t"), "--threshold", "0.01"]) == 0
+    )
+    assert (
+        predict.main(["--model", run.path, images, "--out", str(tmp_path / "h"), "--threshold", "0.5"]) == 0
+    )
+    names = sorted(os.listdir(tmp_path / "t"))
+    low = [np.array(Image.open(tmp_path / "t" / n)) > 0 for n in names]
+    half = [np.array(Image.open(tmp_path / "h" / n)) > 0 for n in names]
+    assert len(names) == 6 and all((h <= lo).all() for h, lo in zip(half, low))  # a lower threshold: more
+    assert sum(lo.sum() for lo in low) > sum(h.sum() for h in half)
+    fixed = evaluate_run(run, EvalSettings(threshold=0.5), figures=False)  # an explicit threshold wins
+    assert fixed["postprocess"]["threshold"] == 0.5 and fixed["settings"]["threshold"] == 0.5
+    # A record made for another network is not used: evaluation chooses again.
+    record = json.load(open(run.postprocess_path))
+    json.dump({**record, "network_sha256": "0" * 64}, open(run.postprocess_path, "w"))
+    assert run.read_postprocess() is None
+    again = evaluate_run(run, figures=False)
+    assert again["postprocess"]["chosen_on"]["images"] > 0
+    assert run.read_postprocess() is not None
+    assert run.evaluation_is_current(again["settings"])
+    # A damaged record is derived data: ignored with a warning, chosen again, replaced.
+    with open(run.postprocess_path, "w") as handle:
+        handle.write('{"threshold": "high"')
+    assert run.read_postprocess() is None
+    assert not run.evaluation_is_current(again["settings"])  # scored with a choice no longer on disk
+    assert evaluate_run(run, figures=False)["postprocess"]["chosen_on"]["images"] > 0
+    assert run.read_postprocess() is not None
+
+
+def test_seeds_train_repeats_and_the_table_gives_their_mean_and_sd(tmp_path):
+    from skinseg.cli import train
+    from tests.conftest import TINY_TRAIN_ARGS, make_simple
+
+    data = make_simple(tmp_path / "data", n_train=10, n_test=4)
+    runs_dir = tmp_path / "runs"
+    base = str(runs_dir / "tiny")
+    assert train.main([*TINY_TRAIN_ARGS, "--data", data, "--out", base, "--seeds", "2"]) == 0
+    assert sorted(os.listdir(runs_dir)) == ["tiny-s0", "tiny-s1"]
+    assert [json.load(open(runs_dir / n / "config.json"))["seed"] for n in ("tiny-s0", "tiny-s1")] == [0, 1]
+    assert train.main([*TINY_TRAIN_ARGS, "--data", data, "--out", str(runs_dir / "other"), "--aug"]) == 0
+    assert evaluate.main(["--all", "--runs-dir", str(runs_dir), "--baseline", "other"]) == 0
+    table = open(runs_dir / "results.md").read()
+    section = table.split("## Rows over repeated training runs")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| tiny |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    dice = [
+        float(json.load(open(runs_dir / n / "eval" / "summary.json"))["metrics"]["dice"]["mean"])
+        for n in ("tiny-s0", "tiny-s1")
+    ]
+    assert cells[1] == "2"
+    mean, sd = (float(x) for x in cells[2].split(" ± "))
+    assert mean == pytest.approx(np.mean(dice), abs=5e-5)
+    assert sd == pytest.approx(np.std(dice, ddof=1), abs=5e-5)
+    assert any(line.startswith("| other | 1 |") for line in section.splitlines())
+
+
+def test_repeat_groups_keep_different_configurations_apart(tmp_path):
+    from skinseg.evaluation.compare_runs import repeat_groups
+    from skinseg.run_folder import RunFolder
+
+    runs = []
+    for name, config in {
+        "tiny-s0": RunConfig(seed=0, width=4),
+        "tiny-s1": RunConfig(seed=1, width=4),
+        "tiny": RunConfig(width=8),  # same stem, another configuration
+        "long-s0": RunConfig(seed=0, width=4, epochs=99),  # differs only in length: not a repeat
+    }.items():
+        (tmp_path / name).mkdir()
+        RunFolder(tmp_path / name).write_config(config)
+        runs.append(RunFolder(tmp_path / name))
+    results = [{"name": run.name} for run in runs]
+    groups = repeat_groups(results, runs)
+    assert sorted(len(g) for g in groups.values()) == [1, 1, 2]
+    assert [r["name"] for r in groups["tiny"]] == ["tiny-s0", "tiny-s1"]
+    assert [r["name"] for r in groups["tiny'"]] == ["tiny"] and "long" in groups

@@ -373,3 +373,126 @@ def test_a_lambda_layer_is_never_executed(tmp_path, trained, capsys):
     assert predict.main(["--model", str(tmp_path / "evil.keras"), images, "--out", str(tmp_path / "o")]) == 2
     assert "refused" in capsys.readouterr().err
     assert not marker.exists()
+
+
+# --- found by review: each a regression test -----------------------------------------------------
+
+
+def test_a_folder_with_someone_elses_config_json_is_never_emptied(trained, tmp_path, capsys):
+    data, _ = trained
+    project = tmp_path / "proj"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "main.py").write_text("x")
+    (project / "config.json").write_text('{"name": "app"}')
+    (project / "important.csv").write_text("d")
+    for extra in ([], ["--overwrite"]):
+        assert _train(data, project, *extra) == 2
+        assert "is not a run folder of train.py" in capsys.readouterr().err
+    assert sorted(os.listdir(project)) == ["config.json", "important.csv", "src"]  # not even a .lock
+
+
+def test_resume_without_its_state_after_finished_epochs_is_refused(trained, tmp_path, capsys):
+    import shutil
+
+    run = RunFolder(_copy_run(trained[1], tmp_path / "run"))
+    shutil.rmtree(run.resume_dir)
+    before = open(run.history_path).read()
+    assert train.main(["--out", run.path, "--resume", "--epochs", "3"]) == 2
+    assert "resume/state.json: missing, but" in capsys.readouterr().err
+    assert open(run.history_path).read() == before
+
+
+def test_a_failed_resume_leaves_the_configuration_as_it_was(trained, tmp_path, capsys):
+    run = RunFolder(_copy_run(trained[1], tmp_path / "run"))
+    record = json.load(open(run.split_path))
+    record["test"][0]["image"] = str(tmp_path / "moved.jpg")
+    json.dump(record, open(run.split_path, "w"))
+    before = open(run.config_path).read()
+    assert train.main(["--out", run.path, "--resume", "--epochs", "3"]) == 2
+    assert "no longer exists" in capsys.readouterr().err
+    assert open(run.config_path).read() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--model", "hardnet_mseg", "--depth", "2"], "--depth applies to the UNet family only"),
+        (["--image-size", "33"], "--image-size 33 is not divisible by 2**depth = 2"),
+        (["--width", "0"], "--width must be at least 1"),
+        (["--lr-schedule", "step", "--step-every", "0"], "step_every must be at least 1"),
+    ],
+)
+def test_model_options_are_checked_before_anything_is_written(tmp_path, trained, capsys, args, said):
+    data, _ = trained
+    out = tmp_path / "run"
+    assert train.main([*TINY_TRAIN_ARGS, "--data", data, *args, "--out", str(out)]) == 2
+    assert said in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_output_options_that_make_no_sense_are_refused(trained, tmp_path, capsys):
+    data, out = trained
+    images = os.path.join(data, "testing", "image")
+    for argv in (
+        ["predict", "--model", out, images, "--out", images],  # masks over the images
+        ["predict", "--model", out, images, "--out", __file__],  # a file
+        ["train", "--out", out, "--resume", "--overwrite"],
+        ["evaluate", "--run", out, "--threshold", "5"],
+        ["evaluate", "--run", out, "--batch-size", "0"],
+    ):
+        command = {"predict": predict, "train": train, "evaluate": evaluate}[argv[0]]
+        try:
+            code = command.main(argv[1:])
+        except SystemExit as done:  # argparse's own refusals
+            code = done.code
+        assert code == 2, argv
+    assert len(os.listdir(images)) == 2  # the images are still there
+    export = tmp_path / "export"
+    assert predict.main(["--model", out, "--export", str(export)]) == 0
+    assert predict.main(["--model", out, "--export", str(export)]) == 2
+    assert "holds an export already; pass --overwrite" in capsys.readouterr().err
+
+
+def test_evaluate_all_leaves_out_a_run_it_cannot_score_and_says_why(trained, tmp_path, capsys):
+    data, out = trained
+    runs = tmp_path / "runs"
+    _copy_run(out, runs / "good")
+    pair = tmp_path / "pair"
+    assert _train(os.path.join(data, "training", "image"), pair) == 2  # (images without masks folder)
+    images, labels = os.path.join(data, "training", "image"), os.path.join(data, "training", "label")
+    assert train.main([*TINY_TRAIN_ARGS, "--data", images, labels, "--out", str(runs / "no_test")]) == 0
+    capsys.readouterr()
+    assert evaluate.main(["--all", "--runs-dir", str(runs)]) == 0
+    table = open(runs / "results.md").read()
+    assert "| good |" in table and "Left out: no_test (" in table and "no test split" in table
+    assert evaluate.main(["--all", "--runs-dir", str(runs), "--baseline", "nosuch"]) == 2
+    assert "--baseline nosuch: no such evaluated run; runs: good" in capsys.readouterr().err
+
+
+def test_verbose_0_is_quiet(trained, tmp_path):
+    data, _ = trained
+    args = [sys.executable, "train.py", *TINY_TRAIN_ARGS, "--data", data, "--out", str(tmp_path / "q")]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)  # --verbose 0 in TINY
+    assert done.returncode == 0 and "epoch 1/" not in done.stderr
+    assert "epoch 1/1" in open(tmp_path / "q" / "train.log").read()  # the log keeps everything
+
+
+def test_a_disk_that_fills_names_the_file_it_was_writing(trained, tmp_path, capsys, monkeypatch):
+    data, _ = trained
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")  # as zipfile and HDF5 raise it: no file named
+
+    monkeypatch.setattr(keras.Model, "save", full)
+    out = tmp_path / "run"
+    assert _train(data, out) == 2
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == f"error: {out}/best.keras: no space left on the device"
+    )
+
+
+def test_a_run_name_that_is_not_utf8_is_evaluated(trained, tmp_path):
+    run = _copy_run(trained[1], os.fsdecode(os.fsencode(tmp_path) + b"/run_\xff"))
+    assert evaluate.main(["--run", run]) == 0
+    assert os.path.exists(os.path.join(run, "eval", "cases.png"))

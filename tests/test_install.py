@@ -59,6 +59,10 @@ def test_pip_install_gives_console_scripts_and_one_package(tmp_path):
         "data_pipeline",
         "run_folder.py",
     }
+    shipped = os.path.join(target, "skinseg", "models", "pretrained")  # predict --model pretrained
+    assert {"skinseg-isic.keras", "MODEL_CARD.md", "preprocessing.json", "postprocess.json"} <= set(
+        os.listdir(shipped)
+    )
     elsewhere = tmp_path / "elsewhere"  # not the checkout: nothing of it is importable from here
     elsewhere.mkdir()
     for script in ("skinseg-predict", "skinseg-train", "skinseg-evaluate", "skinseg-data", "skinseg-models"):

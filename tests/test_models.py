@@ -234,3 +234,33 @@ def test_hardnet68_pytorch_checkpoint_conversion(tmp_path):
     )
     bn = encoder.get_layer("base15_bn")
     np.testing.assert_array_equal(bn.moving_variance.numpy(), state["module.base.15.norm.running_var"])
+
+
+def test_folding_batch_norm_keeps_the_outputs_and_removes_the_layers():
+    import keras
+
+    from skinseg.models.inference import fold_batch_norm
+    from skinseg.models.registry import build_model
+
+    for name, kwargs in (
+        ("baseline", {"width": 4, "depth": 2}),
+        ("hardnet_mseg", {"width": 8}),
+        ("deeplabv3plus", {"width": 8, "backbone": "resnet50"}),
+    ):
+        model = build_model(name, 64, **kwargs)
+        rng = np.random.default_rng(0)
+        for layer in model.layers:  # statistics far from the initial 0/1, so folding matters
+            if isinstance(layer, keras.layers.BatchNormalization):
+                n = layer.moving_mean.shape[0]
+                layer.moving_mean.assign(rng.normal(0, 0.5, n))
+                layer.moving_variance.assign(rng.uniform(0.2, 3.0, n))
+                layer.gamma.assign(rng.uniform(0.5, 1.5, n))
+                layer.beta.assign(rng.normal(0, 0.3, n))
+        folded = fold_batch_norm(model)
+        x = rng.random((2, 64, 64, 3)).astype("float32")
+        np.testing.assert_allclose(folded(x, training=False), model(x, training=False), atol=2e-5)
+        before = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+        after = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+        assert after < before
+        if name == "baseline":
+            assert after == 0  # every UNet BatchNormalization follows its convolution

@@ -64,9 +64,14 @@ def test_the_layouts_own_validation_split_is_used_when_it_has_one(tmp_path, val_
     from skinseg.data_pipeline.split import assemble_splits
 
     splits = assemble_splits(
-        _isic2017(tmp_path), None, image_size=32, val_fraction=0.2, val_from=val_from, seed=0, skip_bad=False
+        [(_isic2017(tmp_path), None)],
+        image_size=32,
+        val_fraction=0.2,
+        val_from=val_from,
+        seed=0,
+        skip_bad=False,
     )
-    assert splits.validation_from == source and len(splits.validation) == n_val
+    assert splits.sources[0].validation_from == source and len(splits.validation) == n_val
     assert {p.id[:6] for p in splits.validation} == ({"ISIC_1"} if source == "layout" else {"ISIC_0"})
     assert len(splits.test) == 2 and len(splits.train) == 6 - (n_val if source == "train" else 0)
 
@@ -76,5 +81,61 @@ def test_asking_for_a_validation_split_the_layout_lacks_is_an_error(simple_datas
 
     with pytest.raises(DataError, match="has no validation split; use --val-from train"):
         assemble_splits(
-            simple_dataset, None, image_size=32, val_fraction=0.2, val_from="layout", seed=0, skip_bad=False
+            [(simple_dataset, None)],
+            image_size=32,
+            val_fraction=0.2,
+            val_from="layout",
+            seed=0,
+            skip_bad=False,
         )
+
+
+def test_several_sources_carve_validation_and_keep_test_per_source(tmp_path):
+    from skinseg.data_pipeline.split import assemble_splits
+    from tests.conftest import make_simple, write_pairs
+
+    first = make_simple(tmp_path / "a", n_train=10, n_test=2)
+    second = tmp_path / "b"  # another layout: images and masks folders, all training data
+    write_pairs(second / "images", second / "masks", [f"B_{k:03d}" for k in range(20)], start=100)
+    splits = assemble_splits(
+        [(first, None), (str(second / "images"), str(second / "masks"))],
+        image_size=32,
+        val_fraction=0.2,
+        val_from="auto",
+        seed=0,
+        skip_bad=False,
+    )
+    assert [s.counts for s in splits.sources] == [
+        {"train": 8, "validation": 2, "test": 2},
+        {"train": 16, "validation": 4, "test": 0},
+    ]
+    assert {splits.source_of[p.image] for p in splits.validation} == {0, 1}
+    assert {splits.source_of[p.image] for p in splits.test} == {0}
+    assert len(splits.train) == 24
+
+
+def test_an_image_shared_by_two_sources_is_leakage(tmp_path):
+    import shutil
+
+    from skinseg.data_pipeline.split import assemble_splits
+    from tests.conftest import make_simple, write_pairs
+
+    first = make_simple(tmp_path / "a", n_train=6, n_test=2)
+    second = tmp_path / "b"
+    write_pairs(second / "images", second / "masks", [f"B_{k:03d}" for k in range(6)], start=100)
+    test_image = sorted((tmp_path / "a" / "testing" / "image").iterdir())[0]  # a's test image in b
+    shutil.copy(test_image, second / "images" / "LEAK.jpg")
+    shutil.copy(
+        sorted((tmp_path / "a" / "testing" / "label").iterdir())[0],
+        second / "masks" / "LEAK_segmentation.png",
+    )
+    with pytest.raises(DataError, match=r"1 image\(s\) in more than one split") as err:
+        assemble_splits(
+            [(first, None), (str(second / "images"), str(second / "masks"))],
+            image_size=32,
+            val_fraction=0.2,
+            val_from="auto",
+            seed=0,
+            skip_bad=False,
+        )
+    assert "the same pixels as" in str(err.value) and "LEAK.jpg" in str(err.value)

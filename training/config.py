@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field, fields
 
 from skinseg.data_pipeline.atomic import read_json, write_json
-from skinseg.models.registry import model_names, resolve
+from skinseg.models.registry import check_geometry, model_names, resolve
 
 GROUPS = {
     "data": "data",
@@ -43,7 +43,8 @@ class RunConfig:
         None,
         "data",
         "data set folder (ISIC 2016/2017/2018 as unzipped, or {training,testing}/{image,label}), or an "
-        "images folder and a masks folder (default: the built-in synthetic set)",
+        "images folder and a masks folder; repeat --data to train on several sets (validation carved "
+        "and test kept per set; default: the built-in synthetic set)",
         nargs="+",
         action="append",
         metavar="PATH",
@@ -157,6 +158,13 @@ class RunConfig:
     logical_cpus: int = option(0, "run", "split the CPU into N logical devices (tests tf.distribute)")
     tensorboard: bool = option(False, "run", "write TensorBoard logs to the run folder")
     out: str = option("", "run", "run folder (default: runs/<name derived from the options>)", metavar="DIR")
+    recipe: str = option(
+        "none",
+        "run",
+        "start from a named set of options (best: the best measured CPU recipe; reference: the "
+        "reference table's baseline); options you type override it",
+        choices=("none", "best", "reference"),
+    )
     created_with: dict = field(default_factory=dict, metadata={"cli": False})  # library versions
 
     def __post_init__(self):
@@ -181,17 +189,27 @@ class RunConfig:
             (0.0 <= self.elastic <= 1.0, f"elastic must be a probability in [0, 1]; got {self.elastic}"),
             (self.lr > 0, f"lr must be positive; got {self.lr}"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be at least 1; got {self.checkpoint_every}"),
+            (self.step_every >= 1, f"step_every must be at least 1; got {self.step_every}"),
+            (self.plateau_patience >= 1, f"plateau_patience must be at least 1; got {self.plateau_patience}"),
+            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0; got {self.warmup_epochs}"),
+            (self.flooding_start >= 0, f"flooding_start must be >= 0; got {self.flooding_start}"),
+            (self.early_stopping >= 0, f"early_stopping must be >= 0; got {self.early_stopping}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0; got {self.weight_decay}"),
+            (self.logical_cpus >= 0, f"logical_cpus must be >= 0; got {self.logical_cpus}"),
+            (self.max_filters is None or self.max_filters >= 1, "max_filters must be at least 1 or none"),
         )
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        try:
+            check_geometry(self.model, self.image_size, self.width, self.depth, self.padding)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         for source in self.data or ():
             if not 1 <= len(source) <= 2:
                 raise ConfigError(
                     f"--data takes a data set folder, or an images folder and a masks folder; got {list(source)}"
                 )
-        if self.data and len(self.data) > 1:
-            raise ConfigError("one --data source per run (a data set folder, or images and masks folders)")
 
     @property
     def preprocessing(self):
@@ -241,8 +259,10 @@ class RunConfig:
 
     def recorded(self) -> dict:
         """What identifies the run's training: everything but where it lives, its library
-        versions and its length (which --resume --epochs may extend)."""
-        return {k: v for k, v in self.to_json().items() if k not in ("out", "created_with", "epochs")}
+        versions, its length (which --resume --epochs may extend) and the recipe's name (its values are
+        in the other fields)."""
+        skip = ("out", "created_with", "epochs", "recipe")
+        return {k: v for k, v in self.to_json().items() if k not in skip}
 
 
 def _coerce(f, value):
@@ -293,7 +313,8 @@ def add_options(parser: argparse.ArgumentParser, suppress_defaults: bool = False
         flag = "--" + f.name.replace("_", "-")
         kwargs = {"dest": f.name, "help": meta["help"]}
         if isinstance(f.default, bool):
-            kwargs["action"] = "store_true"
+            # --aug / --no-aug: a recipe's switch can be turned off from the command line
+            kwargs["action"] = argparse.BooleanOptionalAction
         else:
             for key in ("choices", "nargs", "metavar", "action"):
                 if key in meta:
@@ -308,13 +329,20 @@ def add_options(parser: argparse.ArgumentParser, suppress_defaults: bool = False
                 kwargs["help"] += " (default: %(default)s)"
         if suppress_defaults:
             kwargs["default"] = argparse.SUPPRESS
-        elif not isinstance(f.default, bool):
+        else:
             kwargs["default"] = f.default
         groups[meta["group"]].add_argument(flag, **kwargs)
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
+def config_from_args(args: argparse.Namespace, given: set[str] | None = None) -> RunConfig:
+    """The configuration of parsed options; with `--recipe`, the recipe's values replace the
+    defaults of the options not in `given` (those typed on the command line)."""
     values = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
+    if values.get("recipe", "none") != "none":
+        from skinseg.training.recipes import recipe_options
+
+        typed = given if given is not None else set()
+        values.update({k: v for k, v in recipe_options(values["recipe"]).items() if k not in typed})
     if values.get("data"):
         values["data"] = tuple(tuple(os.path.abspath(p) for p in source) for source in values["data"])
     return RunConfig(**values)

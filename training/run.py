@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from skinseg.data_pipeline.errors import DataError
 from skinseg.data_pipeline.split import assemble_splits
 from skinseg.data_pipeline.synthetic import default_data
 from skinseg.run_folder import RunFolder, RunFolderError, file_digest
@@ -47,12 +48,12 @@ class RunResult:
     history: list[dict]
 
 
-def data_source(config: RunConfig) -> tuple[str, str | None]:
-    """(data set folder or images folder, masks folder or None); the synthetic set by default."""
+def data_sources(config: RunConfig) -> list[tuple[str, str | None]]:
+    """(data set folder or images folder, masks folder or None) of each --data; the synthetic
+    set by default."""
     if not config.data:
-        return default_data(), None
-    source = config.data[0]
-    return source[0], source[1] if len(source) > 1 else None
+        return [(default_data(), None)]
+    return [(source[0], source[1] if len(source) > 1 else None) for source in config.data]
 
 
 def _environment() -> dict:
@@ -71,10 +72,8 @@ def _environment() -> dict:
 def start_run(config: RunConfig, *, overwrite: bool = False):
     """The data checked and split, then the run folder locked, made ready and recorded.
     Returns (config as recorded, run folder (locked), splits)."""
-    root, masks = data_source(config)
     splits = assemble_splits(
-        root,
-        masks,
+        data_sources(config),
         image_size=config.image_size,
         val_fraction=config.val_fraction,
         val_from=config.val_from,
@@ -87,14 +86,14 @@ def start_run(config: RunConfig, *, overwrite: bool = False):
     try:
         run.remove_stale_temporaries()  # a killed run may have left only these
         if not run.is_empty():
-            if not run.is_run():  # never delete a folder train.py did not make
+            if not run.is_run() or run.foreign_entries():  # never delete what train.py did not make
                 raise RunFolderError(
-                    f"{run.path} is not empty and is not a run folder (no config.json); "
-                    "refusing to use it, choose another --out"
+                    f"{run.path} is not empty and is not a run folder of train.py; refusing to use it, "
+                    "choose another --out"
                 )
             if run.has_completed_epoch() and not overwrite:
                 raise RunFolderError(
-                    f"{run.path} already exists; pass --resume to continue it, "
+                    f"{run.path} already exists; pass --resume --out {run.path} to continue it, "
                     "--overwrite to replace it, or --out to choose another folder"
                 )
             if not run.has_completed_epoch():
@@ -103,6 +102,9 @@ def start_run(config: RunConfig, *, overwrite: bool = False):
         config = config.replace(out=run.path, created_with=_environment())
         run.write_config(config)
         run.write_split(splits.as_dict(), **splits.meta(config.seed, config.val_fraction))
+    except RunFolderError:
+        run.release_untouched()
+        raise
     except BaseException:
         run.unlock()
         raise
@@ -114,7 +116,7 @@ def resume_run(out: str, *, given: dict | None = None):
     reported as ignored where they differ from the run's, except --epochs, which extends it.
     Returns (config, run folder (locked), splits, resume state or None)."""
     run = RunFolder(out)
-    if not run.is_run():
+    if not run.has_config():
         raise RunFolderError(f"{run.path}: nothing to resume (no config.json); start it without --resume")
     run.lock()
     try:
@@ -125,6 +127,8 @@ def resume_run(out: str, *, given: dict | None = None):
         completed = state["completed_epochs"] if state else 0
         given = dict(given or {})
         epochs = given.pop("epochs", None)
+        if given.get("data"):
+            given["data"] = tuple(tuple(os.path.abspath(p) for p in source) for source in given["data"])
         for key, value in sorted(given.items()):
             if key != "out" and getattr(config, key) != value:
                 log.warning(
@@ -134,17 +138,18 @@ def resume_run(out: str, *, given: dict | None = None):
                     key,
                     getattr(config, key),
                 )
+        splits = run.read_split()  # before anything is written: the data must still be there
         if epochs is not None and epochs != config.epochs:
             if epochs < completed:
                 raise RunFolderError(
                     f"{run.path}: --epochs {epochs}, but {completed} epochs are already done"
                 )
-            log.info("%s: extending from %d to %d epochs", run.path, config.epochs, epochs)
+            change = "extending" if epochs > config.epochs else "shortening"
+            log.info("%s: %s the run from %d to %d epochs", run.path, change, config.epochs, epochs)
             if config.lr_schedule == "cosine":
                 log.info("(the cosine schedule now spans %d epochs from the step it had reached)", epochs)
             config = config.replace(epochs=epochs)
             run.write_config(config)
-        splits = run.read_split()
     except BaseException:
         run.unlock()
         raise
@@ -155,7 +160,27 @@ def verify_resume(run: RunFolder, config: RunConfig, state: dict | None) -> None
     """The folder's records must agree with what the resume state vouches for; any difference is
     an error naming the file, so a tampered or damaged run never resumes silently."""
     if state is None:
+        # The state commits every `checkpoint_every` epochs; the history is written every epoch,
+        # so up to that many rows may precede the first commit (a run killed then starts over).
+        done = len(run.read_history())
+        if done > config.checkpoint_every:
+            raise RunFolderError(
+                f"{run.state_path}: missing, but {run.history_path} shows {done} completed epoch(s); "
+                "the run cannot resume without its state (restore resume/, or start a new run)"
+            )
+        if done:
+            log.warning(
+                "%s: its first checkpoint was never committed (no %s): training starts again from "
+                "epoch 1, replacing history.csv",
+                run.path,
+                run.state_path,
+            )
         return
+    if state["completed_epochs"] > config.epochs:
+        raise RunFolderError(
+            f"{run.config_path}: says {config.epochs} epochs, but {state['completed_epochs']} are done; "
+            "restore it (--resume --epochs N is the way to change a run's length)"
+        )
     recorded = state.get("config")
     if recorded is not None:
         differ = [
@@ -199,7 +224,19 @@ def run_training(
     network=None,
     verbose="auto",
 ) -> RunResult:
-    """Train (or resume) one run. `network` replaces the registry's model (tests)."""
+    """Train (or resume) one run. `network` replaces the registry's model (tests).
+
+    The distribution strategy comes first, before any other TensorFlow work (a multi-worker
+    strategy must). Under it only the chief writes the run folder; every other worker writes
+    its checkpoints to a temporary folder that is removed at the end (Keras' multi-worker
+    convention), and reads the chief's folder to resume (a file system all workers share)."""
+    from skinseg.training.distribute import is_chief, make_strategy, split_cpu, worker_name
+
+    planned = RunFolder(config.out).read_config() if resume and RunFolder(config.out).has_config() else config
+    split_cpu(planned.logical_cpus)
+    strategy = make_strategy(planned.strategy)
+    if not is_chief(strategy):
+        return _train_as_worker(config, strategy, resume, given, network, worker_name(strategy))
     if resume:
         config, run, splits, state = resume_run(config.out, given=given)
         found = None
@@ -212,19 +249,9 @@ def run_training(
     log.setLevel(logging.INFO)
     try:
         log.info("run folder: %s", run.path)
-        if found is not None:
-            log.info(
-                "data %s (%s): %d train, %d validation (%s), %d test pairs",
-                found.root,
-                found.layout,
-                len(found.train),
-                len(found.validation),
-                "the layout's"
-                if found.validation_from == "layout"
-                else f"{config.val_fraction:g} of training",
-                len(found.test),
-            )
-        return _train(config, run, splits, state, network, verbose)
+        for source in found.sources if found is not None else ():
+            log.info("data %s", source.describe(config.val_fraction))
+        return _train(config, run, splits, state, strategy, network, verbose)
     except KeyboardInterrupt:
         log.warning("interrupted; continue with: python train.py --out %s --resume", run.path)
         raise
@@ -234,7 +261,41 @@ def run_training(
         run.unlock()
 
 
-def _train(config: RunConfig, run: RunFolder, splits, state, network, verbose) -> RunResult:
+def _train_as_worker(config, strategy, resume, given, network, name) -> RunResult:
+    """A worker other than the chief: the same data, configuration and steps, checkpoints to a
+    temporary folder (removed at the end); resumes from the chief's folder."""
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="skinseg-worker-")
+    scratch = RunFolder(folder)
+    try:
+        if resume:
+            chief = RunFolder(config.out)
+            config = chief.read_config()
+            state = chief.read_resume_state()
+            verify_resume(chief, config, state)
+            epochs = (given or {}).get("epochs")
+            if epochs:
+                config = config.replace(epochs=epochs)
+            splits = chief.read_split()
+            scratch.lock()
+            if state:
+                scratch.write_history(chief.read_history()[: state["completed_epochs"]])
+        else:
+            config, scratch, found = start_run(config.replace(out=folder), overwrite=True)
+            splits, state = found.as_dict(), None
+        log.info(
+            "%s: checkpoints go to %s (removed at the end); the chief writes the run folder",
+            name,
+            scratch.path,
+        )
+        return _train(config, scratch, splits, state, strategy, network, verbose=2)
+    finally:
+        scratch.unlock()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, verbose) -> RunResult:
     import keras
     import tensorflow as tf
 
@@ -249,7 +310,7 @@ def _train(config: RunConfig, run: RunFolder, splits, state, network, verbose) -
         RunRecorder,
         schedule_callbacks,
     )
-    from skinseg.training.distribute import make_strategy, split_cpu
+    from skinseg.training.distribute import worker_name
     from skinseg.training.estimate import warn_if_slow
     from skinseg.training.trainer import DiceScore, SegmentationTrainer
 
@@ -266,14 +327,18 @@ def _train(config: RunConfig, run: RunFolder, splits, state, network, verbose) -
     if state:
         log.info("resuming %s after epoch %d", run.path, completed)
 
-    split_cpu(config.logical_cpus)  # before TensorFlow initialises its devices
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
     train_pairs, val_pairs = splits["train"], splits["validation"]
     steps = steps_per_epoch(len(train_pairs), config.batch_size)
-    strategy = make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise RunFolderError(
+            f"--batch-size {config.batch_size} is the global batch; it must divide evenly among the "
+            f"{replicas} replicas"
+        )
     with strategy.scope():
         network = network or build_model(
             config.model,
@@ -292,6 +357,8 @@ def _train(config: RunConfig, run: RunFolder, splits, state, network, verbose) -
             loss=get_loss(config.loss),
             metrics=[DiceScore()],
         )
+        trainer.build_for_fit((config.image_size, config.image_size, 3))
+        trainer.trace = _example_trace()
     log.info(
         "model %s: %s parameters; %d replica(s); %d steps per epoch",
         network.name,
@@ -309,9 +376,9 @@ def _train(config: RunConfig, run: RunFolder, splits, state, network, verbose) -
         "cache_dir": run.cache_dir,
         "preprocessing": config.preprocessing,
     }
-    train_ds = make_dataset(train_pairs, training=True, seed=config.seed, **common)
+    train_ds = make_dataset(train_pairs, training=True, seed=config.seed, pack=True, **common)
     train_ds = train_ds.skip(completed * steps)  # a resumed run sees the batches it would have seen
-    val_ds = make_dataset(val_pairs, training=False, **common) if val_pairs else None
+    val_ds = make_dataset(val_pairs, training=False, pack=True, **common) if val_pairs else None
 
     monitor = config.monitor
     if val_ds is None and monitor.startswith("val_"):
@@ -343,7 +410,8 @@ def _train(config: RunConfig, run: RunFolder, splits, state, network, verbose) -
     callbacks.append(EpochPrinter(recorder, steps, bar))  # its lines also go to train.log
 
     if state:
-        _restore(trainer, state, recorder)
+        with strategy.scope():
+            _restore(trainer, state, recorder)
     try:
         trainer.fit(
             train_ds,
@@ -355,6 +423,16 @@ def _train(config: RunConfig, run: RunFolder, splits, state, network, verbose) -
             shuffle=False,  # the pipeline shuffles (seeded)
             verbose=0,  # EpochPrinter prints
         )
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as err:
+        if not worker_name(strategy):
+            raise
+        from skinseg.training.distribute import StrategyError
+
+        first = str(err).strip().splitlines()[0][:300]
+        raise StrategyError(
+            f"another worker stopped answering ({first}); the run keeps its last completed epoch: "
+            f"restart every worker with --out {run.path if is_chief_run(run) else 'RUN'} --resume"
+        ) from None
     finally:
         shutil.rmtree(run.cache_dir, ignore_errors=True)
     if guard.failed:
@@ -367,7 +445,46 @@ def _train(config: RunConfig, run: RunFolder, splits, state, network, verbose) -
         recorder.best,
         recorder.best_epoch,
     )
+    if worker_name(strategy):  # every worker must end with the same weights
+        log.info("%s: weights digest %s", worker_name(strategy), weights_digest(network))
+    elif val_pairs and os.path.exists(run.best_network):
+        # Outside the workers' collectives: evaluation chooses it for multi-worker runs.
+        from skinseg.evaluation.postprocess import choose_for_run
+        from skinseg.models.inference import ModelLoadError
+
+        try:
+            choose_for_run(run, batch_size=config.batch_size)
+        except (DataError, ModelLoadError, OSError) as err:  # the run itself is complete
+            log.warning("post-processing not chosen (%s); evaluate.py chooses it", err)
     return RunResult(run.path, len(recorder.rows), recorder.best_epoch, recorder.best, recorder.rows)
+
+
+def is_chief_run(run: RunFolder) -> bool:
+    return not os.path.basename(run.path).startswith("skinseg-worker-")
+
+
+def _example_trace():
+    """Tests set SKINSEG_TRACE_EXAMPLES=DIR to record which examples each process trains on,
+    step by step (DIR/PID.txt: step, then each example's pixel sum)."""
+    folder = os.environ.get("SKINSEG_TRACE_EXAMPLES")
+    if not folder:
+        return None
+    path = os.path.join(folder, f"{os.getpid()}.txt")
+
+    def trace(step, sums):
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(" ".join([str(int(step)), *(f"{float(v):.3f}" for v in sums.numpy())]) + "\n")
+
+    return trace
+
+
+def weights_digest(network) -> str:
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=12)
+    for weight in network.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
 
 
 def make_optimizer(config: RunConfig, steps: int):
@@ -387,7 +504,8 @@ def _restore(trainer, state: dict, recorder) -> None:
     """Weights, optimizer slots and step count, augmentation RNG, and schedule state."""
     from skinseg.training.callbacks import restore_plateau
 
-    trainer.optimizer.build(trainer.trainable_variables)
+    if not trainer.optimizer.built:
+        trainer.optimizer.build(trainer.trainable_variables)
     trainer.load_weights(state["weights_path"])
     for variable, value in zip(trainer.seed_states(), state.get("seed_states", [])):
         variable.assign(np.asarray(value, dtype=variable.dtype))

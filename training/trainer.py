@@ -4,6 +4,7 @@ compiled train step only, so the saved network is exactly what inference runs.""
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -31,24 +32,62 @@ class DiceScore(keras.metrics.Mean):
 
 class SegmentationTrainer(keras.Model):
     """`fit` this, save `.network`. The augmenter sees {"images", "segmentation_masks"} batches
-    on the device; `flood_level` is a variable so that a callback can move it during training."""
+    on the device; `flood_level` is a variable so that a callback can move it during training.
+
+    It takes (images, masks) or one packed tensor, images and masks concatenated on the channel
+    axis (`data_pipeline.tfdata.make_dataset(pack=True)`, what training feeds it). The packing and
+    the (1,)-shaped logs under MultiWorkerMirroredStrategy work around two places where Keras 3's
+    `fit` fails with that strategy (keras-team/keras#20585): it all-reduces the first batch as
+    one value to build the model (a tuple cannot be), and it reduces each replica's logs along
+    axis 0 (a scalar has none)."""
 
     def __init__(self, network: keras.Model, augmenter: keras.layers.Layer | None = None, **kwargs):
         super().__init__(name=f"{network.name}_trainer", **kwargs)
         self.network = network
         self.augmenter = augmenter
         self.flood_level = keras.Variable(0.0, trainable=False, dtype="float32", name="flood_level")
+        self.trace = None  # tests: a function of (step, per-example pixel sums) that records them
         self.built = True
 
     def call(self, images, training=False):
-        return self.network(images, training=training)
+        return self.network(images[..., :3], training=training)
+
+    @staticmethod
+    def _unpack(data):
+        if isinstance(data, (tuple, list)):
+            return keras.utils.unpack_x_y_sample_weight(data)
+        return data[..., :3], data[..., 3:], None
+
+    def _per_replica_logs(self, logs: dict) -> dict:
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            return {key: ops.reshape(value, (1,)) for key, value in logs.items()}
+        return logs
 
     def train_step(self, data):
-        images, masks, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        images, masks, sample_weight = self._unpack(data)
+        if self.trace is not None:
+            tf.py_function(self.trace, [self.optimizer.iterations, ops.sum(images, axis=(1, 2, 3))], [])
         if self.augmenter is not None:
             out = self.augmenter({"images": images, "segmentation_masks": masks}, training=True)
             images, masks = out["images"], out["segmentation_masks"]
-        return super().train_step((images, masks, sample_weight))
+        return self._per_replica_logs(super().train_step((images, masks, sample_weight)))
+
+    def test_step(self, data):
+        return self._per_replica_logs(super().test_step(self._unpack(data)))
+
+    def build_for_fit(self, image_shape) -> None:
+        """Build the augmenter, the compiled loss and metrics and the optimizer on a dummy batch,
+        so that `fit` never builds them from a real (packed, distributed) one."""
+        images = np.zeros((1, *image_shape), "float32")
+        masks = np.zeros((*images.shape[:3], 1), "float32")
+        if self.augmenter is not None:
+            self.augmenter({"images": images, "segmentation_masks": masks}, training=False)
+        predictions = self.network(images, training=False)
+        self.compute_loss(images, masks, predictions, training=False)
+        self.compute_metrics(images, masks, predictions, sample_weight=None)
+        for metric in self.metrics:
+            metric.reset_state()
+        self.optimizer.build(self.trainable_variables)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)

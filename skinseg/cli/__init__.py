@@ -4,6 +4,7 @@ naming the file; 3: training diverged; 130: interrupted)."""
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import os
@@ -41,6 +42,7 @@ def import_tensorflow():
             import tensorflow as tf
 
             tf.config.list_physical_devices()
+            tf.get_logger().setLevel("WARNING")  # its INFO lines are for TensorFlow's developers
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -66,10 +68,42 @@ def where_it_runs() -> str:
     return f"TensorFlow {tf.__version__} on the CPU ({os.cpu_count()} cores; no GPU)"
 
 
+class _Console(logging.StreamHandler):
+    """The console: whatever sys.stderr is when a message is written."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def setup_logging(verbose: bool = True) -> None:
-    logging.basicConfig(
-        format="%(message)s", level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr
-    )
+    """The project's messages on the console (warnings only, when not verbose); the run's own
+    train.log, attached by training, keeps everything."""
+    console = next((h for h in log.handlers if isinstance(h, _Console)), None)
+    if console is None:
+        console = _Console()
+        console.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(console)
+    console.setLevel(logging.INFO if verbose else logging.WARNING)
+    log.setLevel(logging.INFO)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return value
 
 
 class CommandError(Exception):

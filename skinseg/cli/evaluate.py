@@ -11,7 +11,7 @@ import argparse
 import logging
 import os
 
-from skinseg.cli import exit_codes, import_tensorflow, setup_logging
+from skinseg.cli import exit_codes, import_tensorflow, positive_int, probability, setup_logging
 
 log = logging.getLogger("skinseg")
 
@@ -35,10 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--tta", action="store_true", help="average flipped predictions")
     scoring.add_argument(
         "--threshold",
-        type=float,
-        default=0.5,
+        type=probability,
+        default=None,
         metavar="X",
-        help="probability threshold (default: %(default)s)",
+        help="fixed probability threshold, no clean-up (default: each run's threshold and clean-up "
+        "chosen on its validation split, RUN/postprocess.json)",
     )
     scoring.add_argument(
         "--empty",
@@ -73,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="run name the p-values compare against (default: the plain baseline run)",
     )
-    other.add_argument("--batch-size", type=int, default=16, metavar="N", help="(default: %(default)s)")
+    other.add_argument(
+        "--batch-size", type=positive_int, default=16, metavar="N", help="(default: %(default)s)"
+    )
     other.add_argument("--force", action="store_true", help="re-evaluate runs whose results are up to date")
     return parser
 

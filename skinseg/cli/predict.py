@@ -1,5 +1,6 @@
 """Segment new images with a saved model; masks are written at each image's original size.
 
+python predict.py --model pretrained photos/ --out masks/       # the shipped model, no training
 python predict.py --model runs/baseline photos/ extra.jpg --out masks/
 python predict.py --model runs/baseline/best.keras photos/ --out masks/ --overlay --tta
 python predict.py --model runs/baseline --export exported/     # SavedModel + TFLite
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from skinseg.cli import exit_codes, import_tensorflow, setup_logging
+from skinseg.cli import exit_codes, import_tensorflow, positive_int, probability, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         required=True,
-        metavar="RUN|FILE",
-        help="a run folder (its best.keras) or a saved .keras model",
+        metavar="RUN|FILE|pretrained",
+        help="a run folder (its best.keras), a saved .keras model, or pretrained (the model shipped "
+        "with the project, trained on 2,494 ISIC images; see models/pretrained/MODEL_CARD.md; a "
+        "file or folder named pretrained here takes precedence)",
     )
     parser.add_argument("inputs", nargs="*", help="image files and/or folders of images")
     parser.add_argument(
@@ -29,9 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--overlay", action="store_true", help="also write overlays to OUT/overlays/")
     parser.add_argument("--tta", action="store_true", help="average flipped predictions")
-    parser.add_argument("--threshold", type=float, default=0.5, metavar="X", help="(default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="(default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace masks that already exist in OUT")
+    parser.add_argument(
+        "--threshold",
+        type=probability,
+        metavar="X",
+        help="fixed probability threshold, no clean-up (default: the threshold and clean-up chosen on "
+        "the model's validation split, postprocess.json; 0.5 when there is none)",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=8, metavar="N", help="(default: %(default)s)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace masks that already exist in OUT (and an existing --export)",
+    )
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable input")
     parser.add_argument("--export", metavar="DIR", help="write a SavedModel and a TFLite file to DIR")
     return parser
@@ -47,23 +62,25 @@ def main(argv=None) -> int:
         parser.error("--out DIR is required to write masks")
     setup_logging()
     import_tensorflow()
+    from skinseg.evaluation.postprocess import PostProcessing
     from skinseg.models.export import export
     from skinseg.models.predict import predict_folder, resolve_model
 
-    model_path, preprocessing = resolve_model(args.model)
+    saved = resolve_model(args.model)
+    post = saved.post if args.threshold is None else PostProcessing(threshold=args.threshold)
     if args.export:
-        paths = export(model_path, args.export, preprocessing)
+        paths = export(saved.path, args.export, saved.preprocessing, overwrite=args.overwrite, post=post)
         print(f"exported {paths['saved_model']} and {paths['tflite']}")
     if not args.inputs:
         return 0
     result = predict_folder(
-        model_path,
+        saved.path,
         args.inputs,
         args.out,
-        preprocessing=preprocessing,
+        preprocessing=saved.preprocessing,
         overlay=args.overlay,
         tta=args.tta,
-        threshold=args.threshold,
+        post=post,
         batch_size=args.batch_size,
         overwrite=args.overwrite,
         strict=args.strict,
@@ -78,6 +95,6 @@ def main(argv=None) -> int:
     print(
         f"wrote {result.written} mask(s) to {args.out} in {result.seconds:.1f} s "
         f"({result.images_per_s:.1f} images/s); {result.skipped_existing} existing left alone, "
-        f"{len(result.problems)} input(s) could not be read{masks}"
+        f"{len(result.problems)} input(s) not segmented (listed above){masks}"
     )
     return 1 if result.problems else 0

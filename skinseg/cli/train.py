@@ -2,6 +2,8 @@
 
 python train.py --model slightly_bigger_deeper --aug --data ISIC2018/
 python train.py --model baseline --width 16 --epochs 8        # synthetic data, CPU-sized
+python train.py --recipe best --data ISIC2018/                # the best measured CPU recipe
+python train.py --recipe best --data ISIC2018/ --seeds 3      # three runs, seeds 0, 1, 2 (NAME-s0 ...)
 python train.py --out runs/NAME --resume                      # continue an interrupted run
 python train.py --out runs/NAME --resume --epochs 80          # extend a finished one
 """
@@ -12,10 +14,17 @@ import argparse
 import logging
 import sys
 
-from skinseg.cli import CommandError, exit_codes, import_tensorflow, setup_logging, where_it_runs
+from skinseg.cli import (
+    CommandError,
+    exit_codes,
+    import_tensorflow,
+    positive_int,
+    setup_logging,
+    where_it_runs,
+)
 
 log = logging.getLogger("skinseg")
-_NOT_CONFIG = ("resume", "overwrite", "verbose")
+_NOT_CONFIG = ("resume", "overwrite", "verbose", "seeds")
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
@@ -36,6 +45,14 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     )
     group.add_argument("--overwrite", action="store_true", help="replace an existing run folder", **default)
     group.add_argument(
+        "--seeds",
+        type=positive_int,
+        metavar="N",
+        help="train N runs with seeds --seed, --seed+1, ... in OUT-s<seed> (evaluate.py --all reports "
+        "their mean and standard deviation as one row)",
+        **({"default": argparse.SUPPRESS} if suppress_defaults else {"default": 1}),
+    )
+    group.add_argument(
         "--verbose",
         type=int,
         choices=(0, 1, 2),
@@ -53,24 +70,53 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose != 0)
+    typed = set(vars(build_parser(True).parse_args(argv)))
     if args.resume:
+        if args.seeds > 1:
+            raise CommandError("--resume continues one run: resume each of the --seeds runs by its --out")
         if not args.out:
             raise CommandError("--resume needs --out runs/NAME (the run to continue)")
+        if args.overwrite:
+            raise CommandError("--resume continues a run and --overwrite replaces it: give one of them")
         given = {k: v for k, v in vars(build_parser(True).parse_args(argv)).items() if k not in _NOT_CONFIG}
-        config = RunConfig(out=args.out)
+        configs = [RunConfig(out=args.out)]
     else:
         given = None
-        config = config_from_args(args)
+        configs = repeats(config_from_args(args, typed), args.seeds)
     import_tensorflow()
     log.info(where_it_runs())
     from skinseg.training.run import run_training
 
-    result = run_training(
-        config,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        given=given,
-        verbose="auto" if args.verbose is None else args.verbose,
-    )
-    print(f"run folder: {result.run_dir} ({result.completed_epochs} epochs, best epoch {result.best_epoch})")
+    for config in configs:
+        result = run_training(
+            config,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            given=given,
+            verbose="auto" if args.verbose is None else args.verbose,
+        )
+        print(
+            f"run folder: {result.run_dir} ({result.completed_epochs} epochs, best epoch {result.best_epoch})"
+        )
     return 0
+
+
+def repeats(config, seeds: int) -> list:
+    """One configuration per seed; several go to OUT-s<seed> (OUT: --out, or the derived name)."""
+    if seeds == 1:
+        return [config]
+    import os
+
+    from skinseg.training.config import default_run_name
+
+    if config.strategy == "multiworker":
+        raise CommandError(
+            "--seeds with --strategy multiworker: a process holds one multi-worker strategy; start "
+            "the workers once per seed (--seed S --out OUT-sS)"
+        )
+    base = (
+        os.path.normpath(config.out)
+        if config.out
+        else os.path.join("runs", default_run_name(config.replace(seed=0)))
+    )
+    return [config.replace(seed=config.seed + i, out=f"{base}-s{config.seed + i}") for i in range(seeds)]

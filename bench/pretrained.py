@@ -1,0 +1,156 @@
+"""Trains the shipped model (`predict.py --model pretrained`) and, with --install, puts it in
+models/pretrained/ with the files predict.py reads beside it and a model card whose numbers are
+this run's.
+
+The recipe is `--recipe best` at a width that keeps the file under 10 MB, on every training pair
+the project has: the reference set's 800 (its 200 test images stay out and score the model) and
+the 1,694 ISIC 2018 pairs of isic2018_extra128; validation is carved from each.
+
+  python -m bench.pretrained [--epochs 15] [--width 16] [--install]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from bench.data import REAL
+from bench.report import finish, metric_means, parser
+
+EXTRA = os.path.join(os.path.dirname(REAL), "isic2018_extra128")
+TARGET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "pretrained")
+LIMIT_MB = 10.0
+
+
+def main(argv=None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--data", action="append", help="data sets (default: the two shared ISIC sets)")
+    p.add_argument("--out", default=os.path.join("bench", "out", "pretrained_run"))
+    p.add_argument("--install", action="store_true", help="copy the model into models/pretrained/")
+    p.add_argument("--skip-training", action="store_true", help="use the run already in --out")
+    args = p.parse_args(argv)
+    data = args.data or [REAL, EXTRA]
+    missing = [d for d in data if not os.path.isdir(d)]
+    if missing:
+        print(f"bench.pretrained: {missing[0]} not found; pass --data")
+        print("RATIOS skipped=1")
+        return
+    train_cmd = [sys.executable, "train.py", "--recipe", "best", "--width", str(args.width)]
+    train_cmd += ["--epochs", str(args.epochs), "--out", args.out, "--verbose", "2"]
+    for folder in data:
+        train_cmd += ["--data", folder]
+    train_s = 0.0
+    if not args.skip_training:
+        start = time.perf_counter()
+        subprocess.run([*train_cmd, "--overwrite"], check=True)
+        train_s = time.perf_counter() - start
+    subprocess.run([sys.executable, "evaluate.py", "--run", args.out, "--force"], check=True)
+    from skinseg.run_folder import RunFolder
+
+    run = RunFolder(args.out)
+    summary = run.read_summary()
+    size_mb = os.path.getsize(run.best_network) / 1e6
+    train_s = train_s or sum(float(r.get("time_s") or 0) for r in run.read_history())
+    m = summary["metrics"]
+    row = {
+        "width": args.width,
+        "epochs": args.epochs,
+        "train_min": train_s / 60,
+        "size_mb": size_mb,
+        "params": summary["params"],
+        **metric_means(summary, ("dice", "jaccard", "threshold_jaccard", "hd95", "avg_hausdorff")),
+        "dice_ci": m["dice"]["ci95"],
+        "mask_step": summary["postprocess"],
+    }
+    if args.install:
+        if size_mb > LIMIT_MB:
+            raise SystemExit(f"{run.best_network}: {size_mb:.1f} MB, over the {LIMIT_MB} MB limit")
+        command = " ".join(train_cmd[1:]).replace(os.path.dirname(REAL), "../shared/data")
+        install(run, summary, row, command)
+    finish("pretrained", args, [row], [k for k in row if k != "mask_step"], {"test_dice": row["dice"]})
+
+
+def install(run, summary: dict, row: dict, command: str) -> None:
+    from skinseg.data_pipeline.atomic import atomic_path, write_json, write_text
+    from skinseg.models.predict import PRETRAINED
+
+    os.makedirs(TARGET, exist_ok=True)
+    with atomic_path(PRETRAINED) as tmp:
+        shutil.copyfile(run.best_network, tmp)
+    config = run.read_config()
+    write_json(os.path.join(TARGET, "preprocessing.json"), config.preprocessing.to_json())
+    with open(run.postprocess_path, encoding="utf-8") as handle:
+        post = json.load(handle)
+    write_json(os.path.join(TARGET, "postprocess.json"), post)
+    split = run.read_split_record()
+    sources = {s["root"]: s for s in split.get("sources", [])}
+    counts = {
+        os.path.basename(root): {
+            k: sum(1 for r in split[k] if r.get("source") == i) for k in ("train", "validation", "test")
+        }
+        for i, root in enumerate(sources)
+    }
+    write_text(os.path.join(TARGET, "MODEL_CARD.md"), card(config, summary, row, command, counts))
+
+
+def card(config, summary: dict, row: dict, command: str, counts: dict) -> str:
+    m = summary["metrics"]
+    lo, hi = m["dice"]["ci95"]
+    data_lines = "\n".join(
+        f"| {name} | {c['train']} | {c['validation']} | {c['test']} |" for name, c in counts.items()
+    )
+    return f"""# Model card: skinseg-isic (the model `predict.py --model pretrained` uses)
+
+A UNet (4 levels, {config.width} filters in the first, {summary["params"]:,} parameters,
+{row["size_mb"]:.1f} MB) that segments the lesion in a dermoscopy image. Input: an RGB image of any
+size, resized to {config.image_size}x{config.image_size} after Shades-of-Gray colour constancy;
+output: a lesion mask at the image's own size. Mask step chosen on the validation split:
+{_describe(summary["postprocess"])}.
+
+## Training
+`python {command}` (`python -m bench.pretrained --install` reruns it and rewrites this card):
+the project's best CPU recipe (`--recipe best`: Dice+BCE, Adam with cosine schedule, augmentation on
+the accelerator, colour constancy), narrowed to width {config.width} so that the file ships in the
+repository. {config.epochs} epochs ({row["train_min"]:.0f} min on a 2-core CPU), best epoch
+{summary.get("best_epoch")} by validation Dice.
+
+| data set | train | validation | test |
+|---|---|---|---|
+{data_lines}
+
+## Data and licences
+ISIC Archive images (ISIC 2016-2018 challenges; the reference's 1,000 and 1,694 more from ISIC
+2018 Task 1), each under its own licence: CC-0, CC-BY or CC-BY-NC. The model is for **research
+use**; it is not a medical device and must not be used for diagnosis.
+
+## Metrics (the reference's 200 test images, never trained or selected on)
+Scored at each image's original size as `evaluate.py` does (`python evaluate.py --run RUN`):
+
+| Dice (95 % CI) | Jaccard | threshold-Jaccard | HD95 (px) | HD (px) | ITK average Hausdorff (px) |
+|---|---|---|---|---|---|
+| {m["dice"]["mean"]:.4f} ({lo:.4f}-{hi:.4f}) | {m["jaccard"]["mean"]:.4f} | {m["threshold_jaccard"]["mean"]:.4f} | {m["hd95"]["mean"]:.2f} | {m["hd"]["mean"]:.2f} | {m["avg_hausdorff"]["mean"]:.4f} |
+
+## Known limits
+- Trained on 128 px dermoscopy only: clinical (non-dermoscopic) photographs, and images whose
+  lesion fills the frame or is cut by its border, are outside what it saw.
+- Images are stretched to a square; very elongated images lose resolution along their long side.
+- One training run (no seed repeats): another run of the same command differs by about 0.01 Dice.
+- ISIC's population (mostly fair skin, a few institutions); accuracy on other skin types and
+  other clinics' devices is not measured here.
+"""
+
+
+def _describe(record: dict) -> str:
+    from skinseg.evaluation.postprocess import PostProcessing
+
+    return PostProcessing.from_json(record).describe()
+
+
+if __name__ == "__main__":
+    main()

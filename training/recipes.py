@@ -1,0 +1,46 @@
+"""Named sets of options: `train.py --recipe best` gives a newcomer the project's best measured
+CPU recipe in one flag. A recipe only changes defaults: options typed on the command line win,
+and the run's config.json records the values used (and the recipe's name)."""
+
+from __future__ import annotations
+
+RECIPES: dict[str, dict] = {
+    # The best recipe measured at the CPU budget (BENCHMARKS.md, "Accuracy on a CPU budget"): a
+    # narrow UNet, Dice+BCE, cosine schedule with a warm-up epoch, augmentation on the accelerator
+    # and Shades-of-Gray colour constancy (which makes other clinics' colour casts matter less).
+    "best": {
+        "model": "baseline",
+        "width": 32,
+        "image_size": 128,
+        "batch_size": 8,
+        "loss": "bce_dice",
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1,
+        "aug": True,
+        "color_constancy": True,
+        "epochs": 15,
+    },
+    # The reference's own settings (its table's baseline row): what `--recipe reference` restores
+    # when other defaults change.
+    "reference": {
+        "model": "baseline",
+        "width": None,
+        "image_size": 128,
+        "batch_size": 16,
+        "loss": "bce",
+        "lr_schedule": "none",
+        "aug": False,
+        "color_constancy": False,
+        "epochs": 50,
+    },
+}
+
+
+def recipe_names() -> list[str]:
+    return sorted(RECIPES)
+
+
+def recipe_options(name: str) -> dict:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; recipes: {', '.join(recipe_names())}")
+    return dict(RECIPES[name])
