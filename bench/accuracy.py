@@ -14,24 +14,7 @@ import time
 from bench.data import REAL
 from bench.report import finish, metric_means, parser
 
-RECIPE = [
-    "--model",
-    "baseline",
-    "--width",
-    "32",
-    "--image-size",
-    "128",
-    "--batch-size",
-    "8",
-    "--loss",
-    "bce_dice",
-    "--lr-schedule",
-    "cosine",
-    "--warmup-epochs",
-    "1",
-    "--aug",
-    "--color-constancy",
-]
+RECIPE = ["--recipe", "best"]  # training/recipes.py
 
 
 def main(argv=None) -> None:

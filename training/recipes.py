@@ -5,7 +5,7 @@ and the run's config.json records the values used (and the recipe's name)."""
 from __future__ import annotations
 
 RECIPES: dict[str, dict] = {
-    # The best recipe measured at the CPU budget (BENCHMARKS.md, "Accuracy on a CPU budget"): a
+    # The best recipe measured at the CPU budget (BENCHMARKS.md, bench.accuracy and bench.ablation): a
     # narrow UNet, Dice+BCE, cosine schedule with a warm-up epoch, augmentation on the accelerator
     # and Shades-of-Gray colour constancy (which makes other clinics' colour casts matter less).
     "best": {
