@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="RUN|FILE|pretrained",
         help="a run folder (its best.keras), a saved .keras model, or pretrained (the model shipped "
-        "with the project, trained on 2,494 ISIC images; see models/pretrained/MODEL_CARD.md; a "
+        "with the project, trained on 2,494 ISIC training pairs; see models/pretrained/MODEL_CARD.md; a "
         "file or folder named pretrained here takes precedence)",
     )
     parser.add_argument("inputs", nargs="*", help="image files and/or folders of images")
