@@ -93,7 +93,7 @@ def main(argv=None) -> None:
         print("RATIOS skipped=1")
         return
     from skinseg.metrics.aggregate import bootstrap_ci
-    from skinseg.metrics.table import _mean_sd, averaged_dice, paired_wilcoxon
+    from skinseg.metrics.table import averaged_dice, mean_sd, paired_wilcoxon
 
     results: dict[str, dict] = {}
     for lever in ["recipe", *[name for name in args.levers if name != "recipe"]]:
@@ -129,10 +129,10 @@ def main(argv=None) -> None:
             {
                 "lever": lever,
                 "runs": len(runs),
-                "dice": _mean_sd([r["dice"] for r in runs], "{:.4f}"),
+                "dice": mean_sd([r["dice"] for r in runs], "{:.4f}"),
                 "ci95": f"[{lo:.4f}, {hi:.4f}]",
                 "p_vs_recipe": "—" if lever == "recipe" else f"{paired_wilcoxon(dice, base):.3g}",
-                "cross_source_dice": _mean_sd([r["cross"] for r in runs], "{:.4f}"),
+                "cross_source_dice": mean_sd([r["cross"] for r in runs], "{:.4f}"),
                 "train_min": f"{np.mean(minutes):.1f}" if minutes else "(recipe's runs)",
             }
         )

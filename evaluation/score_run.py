@@ -237,7 +237,7 @@ def _postprocessing(run, model, settings: EvalSettings, batch_size: int, digest:
 
     if settings.threshold is not None:
         return PostProcessing(threshold=settings.threshold)
-    chosen = run.read_postprocess()
+    chosen = run.read_postprocess(digest)
     if chosen is not None:
         return chosen
     try:

@@ -160,7 +160,7 @@ REPEAT_COLUMNS = (
 )
 
 
-def _mean_sd(values: list[float], fmt: str) -> str:
+def mean_sd(values: list[float], fmt: str) -> str:
     """mean ± sd over the finite values, with their number when some were not finite."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
@@ -194,7 +194,7 @@ def render_repeats(groups: dict[str, list[dict]], baseline: str | None) -> str:
     for label, group in groups.items():
         rows = [table_row(r["summary"]) for r in group]
         cells = [label, str(len(group))]
-        cells += [_mean_sd([row.get(key) for row in rows], fmt) for key, _, fmt in REPEAT_COLUMNS]
+        cells += [mean_sd([row.get(key) for row in rows], fmt) for key, _, fmt in REPEAT_COLUMNS]
         dice = averaged_dice(group)
         if len(dice) > 1:
             lo, hi = bootstrap_ci(np.array(list(dice.values())))

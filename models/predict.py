@@ -41,14 +41,13 @@ class SavedSegmenter:
 
 
 def _beside(path: str, name: str) -> dict | None:
-    import json
+    from skinseg.data_pipeline.atomic import read_json
 
     beside = os.path.join(os.path.dirname(path), name)
     if not os.path.exists(beside):
         return None
     try:
-        with open(beside, encoding="utf-8") as handle:
-            data = json.load(handle)
+        data = read_json(beside)
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         return data

@@ -330,8 +330,9 @@ class RunFolder:
 
     # --- evaluation -----------------------------------------------------------------------------
 
-    def read_postprocess(self):
-        """The PostProcessing chosen for best.keras, or None when there is none to trust: not
+    def read_postprocess(self, digest: str | None = None):
+        """The PostProcessing chosen for best.keras (`digest`: its sha256, when the caller has
+        it already), or None when there is none to trust: not
         chosen yet, chosen for another network (the record names the digest of the one it was
         chosen for), or damaged (it is derived: evaluation chooses again and replaces it)."""
         from skinseg.evaluation.postprocess import PostProcessing
@@ -342,7 +343,7 @@ class RunFolder:
             data = _read_json(self.postprocess_path)
             if not isinstance(data, dict):
                 raise ValueError(f"{self.postprocess_path}: not a JSON object")
-            if data.get("network_sha256") != file_digest(self.best_network):
+            if data.get("network_sha256") != (digest or file_digest(self.best_network)):
                 return None
             return PostProcessing.from_json(data, self.postprocess_path)
         except (ValueError, RunFolderError) as err:
