@@ -40,6 +40,8 @@ LEVERS: dict[str, tuple[list[str] | None, list[str]]] = {
     "dice loss": (["--loss", "dice"], []),
     "elastic warps (p 0.3)": (["--elastic", "0.3"], []),
     "AdamW": (["--optimizer", "adamw"], []),
+    "EMA of weights (0.99)": (["--ema", "0.99"], []),
+    "strong augmentation": (["--aug-policy", "strong"], []),
     "both data sets": (["--data", EXTRA], []),  # trains on the cross-source set: no cross-source score
 }
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from skinseg.data_pipeline.augment import JointElasticTransform, RandomTranspose, build_augmenter
+from skinseg.data_pipeline.augment import POLICIES, JointElasticTransform, RandomTranspose, build_augmenter
 from skinseg.data_pipeline.synthetic import synthetic_pair
 
 
@@ -28,10 +28,12 @@ def _misaligned(images, masks):
 GEOMETRIC = ["aug_flip", "aug_transpose", "aug_rotation", "aug_zoom", "aug_translation", "aug_elastic"]
 
 
+@pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("name", GEOMETRIC)
-def test_geometric_layers_transform_image_and_mask_jointly(name):
+def test_geometric_layers_transform_image_and_mask_jointly(name, policy):
     images, masks = _batch()
-    augmenter = build_augmenter(seed=0, elastic=1.0, rotation=0.1, zoom=0.2, translation=0.1)
+    settings = {"rotation": 0.1, "zoom": 0.2, "translation": 0.1, **POLICIES[policy]}
+    augmenter = build_augmenter(seed=0, elastic=1.0, **settings)
     layer = next(layer for layer in augmenter.layers if layer.name == name)
     out = layer({"images": images, "segmentation_masks": masks}, training=True)
     out_images, out_masks = (
@@ -63,14 +65,34 @@ def test_stock_elastic_with_dict_misaligns_which_is_why_we_wrap_it():
     assert stock_bad > 0  # if Keras fixes this, JointElasticTransform can go
 
 
-def test_colour_layers_leave_masks_alone_and_change_images():
+COLOUR = ["aug_brightness", "aug_contrast", "aug_hue", "aug_saturation", "aug_sharpness"]
+
+
+@pytest.mark.parametrize("name", COLOUR)
+def test_colour_layers_leave_masks_alone_and_change_images(name):
     images = np.stack([synthetic_pair(0, i, (32, 32))[0] for i in range(4)]).astype("float32") / 255
     masks = _batch(4, 32)[1]
-    augmenter = build_augmenter(0, flips=False, rotate90=False, rotation=0, zoom=0, translation=0)
-    out = augmenter({"images": images, "segmentation_masks": masks}, training=True)
+    augmenter = build_augmenter(0, **POLICIES["strong"])
+    layer = next(layer for layer in augmenter.layers if layer.name == name)
+    out = layer({"images": images, "segmentation_masks": masks}, training=True)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(out["segmentation_masks"]), masks)
     changed = keras.ops.convert_to_numpy(out["images"])
     assert np.abs(changed - images).mean() > 1e-3 and changed.min() >= 0 and changed.max() <= 1
+
+
+def test_saturation_and_sharpness_ranges_are_symmetric_about_no_change():
+    """Keras' 0.5 is "no change" for both layers: a range of +-s about it, as documented."""
+    image = np.stack([synthetic_pair(0, 0, (32, 32))[0]]).astype("float32") / 255
+    for name in ("aug_saturation", "aug_sharpness"):
+        layer = next(x for x in build_augmenter(0, saturation=1e-6, sharpness=1e-6).layers if x.name == name)
+        out = keras.ops.convert_to_numpy(layer(image, training=True))
+        np.testing.assert_allclose(out, image, atol=1e-3)
+    grey = next(x for x in build_augmenter(0, saturation=0.5).layers if x.name == "aug_saturation")
+    spreads = [
+        np.ptp(keras.ops.convert_to_numpy(grey(image, training=True))[0], axis=-1).mean() for _ in range(20)
+    ]
+    original = np.ptp(image[0], axis=-1).mean()
+    assert min(spreads) < 0.5 * original and max(spreads) > 1.2 * original  # desaturates and saturates
 
 
 def test_full_policy_is_seeded_and_inactive_outside_training():

@@ -124,10 +124,43 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(simpl
     assert state["completed_epochs"] == 1
 
 
+def test_ema_validates_and_checkpoints_the_average_and_resumes_exactly(simple_dataset, tmp_path):
+    """The raw weights train exactly as without EMA (training columns equal); validation and the
+    checkpoints use the average: with a momentum of ~0 it is the raw weights (validation equal to
+    the plain run: the swaps pair up), with 0.9 it differs. Resuming mid-run restores the raw
+    weights for training and the average for the checkpoints (history equal to 1e-5)."""
+    plain = run_training(_config(simple_dataset, tmp_path / "plain", epochs=3), verbose=0)
+    nearly_raw = run_training(_config(simple_dataset, tmp_path / "raw", epochs=3, ema=1e-9), verbose=0)
+    np.testing.assert_allclose(_columns(nearly_raw.history), _columns(plain.history), atol=1e-5)
+    ema = run_training(_config(simple_dataset, tmp_path / "ema", epochs=3, ema=0.9), verbose=0)
+    train_cols = ("loss", "dice")
+    np.testing.assert_allclose(
+        _columns(ema.history, train_cols), _columns(plain.history, train_cols), atol=1e-5
+    )
+    val_cols = ("val_loss",)
+    assert np.abs(_columns(ema.history, val_cols) - _columns(plain.history, val_cols)).max() > 1e-4
+    saved = keras.models.load_model(os.path.join(ema.run_dir, "last.keras")).get_weights()
+    raw = keras.models.load_model(os.path.join(plain.run_dir, "last.keras")).get_weights()
+    assert max(float(np.abs(a - b).max()) for a, b in zip(saved, raw)) > 1e-4
+
+    interrupted = run_training(_config(simple_dataset, tmp_path / "cut", epochs=1, ema=0.9), verbose=0)
+    path = os.path.join(interrupted.run_dir, "config.json")
+    stored = json.load(open(path))
+    stored["epochs"] = 3
+    json.dump(stored, open(path, "w"))
+    resumed = run_training(RunConfig(out=interrupted.run_dir), resume=True, verbose=0)
+    np.testing.assert_allclose(_columns(resumed.history), _columns(ema.history), atol=1e-5)
+    again = keras.models.load_model(os.path.join(resumed.run_dir, "last.keras")).get_weights()
+    for a, b in zip(again, saved):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_default_run_name():
     assert default_run_name(RunConfig()) == "baseline"
     name = default_run_name(RunConfig(model="deeper", width=16, aug=True, flooding=0.1, lr_schedule="step"))
     assert name == "deeper-w16-aug-flood0.1-lrstep"
+    strong = RunConfig(aug=True, aug_policy="strong", ema=0.99)
+    assert default_run_name(strong) == "baseline-augstrong-ema0.99"
 
 
 def test_config_validation():
@@ -135,6 +168,12 @@ def test_config_validation():
         RunConfig(loss="l2")
     with pytest.raises(ValueError, match="val_fraction"):
         RunConfig(val_fraction=1.5)
+    with pytest.raises(ValueError, match="aug_policy strong needs --aug"):
+        RunConfig(aug_policy="strong")
+    with pytest.raises(ValueError, match=r"ema momentum must be in \[0, 1\)"):
+        RunConfig(ema=1.0)
+    with pytest.raises(ValueError, match="--ema with --strategy multiworker"):
+        RunConfig(ema=0.99, strategy="multiworker")
 
 
 MIRRORED_SCRIPT = """

@@ -1,4 +1,4 @@
-"""Callbacks: flooding level, LR schedule, non-finite guard, the run recorder (history.csv,
+"""Callbacks: flooding level, LR schedule, non-finite guard, EMA weights, the run recorder (history.csv,
 best/last checkpoints, resume state, curves.png, through the RunFolder) and the epoch printer."""
 
 from __future__ import annotations
@@ -59,6 +59,38 @@ def schedule_callbacks(config) -> list[keras.callbacks.Callback]:
             )
         ]
     return []
+
+
+class EMAWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' EMA swap, with the EMA weights in the model from the end of each epoch to the start
+    of the next, so that validation, best.keras and last.keras (written by RunRecorder, which
+    must come after this) hold the averaged weights, while the raw weights wait in the
+    optimizer's average slots, and training goes on from them.
+
+    Unlike Keras' callback, the raw weights are never overwritten: the resume state written after
+    the last epoch keeps them, so `--resume --epochs N` extends a run exactly. Keras' fit then
+    copies the slots (raw) into the model; on_train_end puts the average back."""
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=True)
+        self._average = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._ema_weights_in_model:
+            self._swap_variables()
+            self._ema_weights_in_model = True
+        if epoch + 1 == self.params.get("epochs") or self.model.stop_training:
+            self._average = [keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables]
+
+    def on_train_end(self, logs=None):
+        if self._average is not None:
+            for variable, value in zip(self.model.trainable_variables, self._average):
+                variable.assign(value)
+
+    def restored_from_checkpoint(self) -> None:
+        # A resume state is written between epochs, so the model now holds the EMA weights:
+        # the next on_epoch_begin must swap the raw ones back in.
+        self._ema_weights_in_model = True
 
 
 class NonFiniteGuard(keras.callbacks.Callback):

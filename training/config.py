@@ -124,7 +124,21 @@ class RunConfig:
         "augmentation on the accelerator: flips, 90-degree rotations, rotation, zoom, translation, "
         "brightness/contrast/hue",
     )
+    aug_policy: str = option(
+        "default",
+        "optimisation",
+        "with --aug: default, or strong (any rotation, zoom +-25 %, stronger colour, saturation and "
+        "sharpness: for images from other cameras)",
+        choices=("default", "strong"),
+    )
     elastic: float = option(0.0, "optimisation", "with --aug: probability of an elastic warp per image")
+    ema: float = option(
+        0.0,
+        "optimisation",
+        "momentum of an exponential moving average of the weights (e.g. 0.99), used for validation, "
+        "best.keras and the final model; 0 = off",
+        metavar="M",
+    )
     flooding: float = option(0.0, "optimisation", "flood level b of |L - b| + b; 0 = off", metavar="B")
     flooding_start: int = option(0, "optimisation", "first epoch with flooding")
     lr_schedule: str = option(
@@ -187,6 +201,12 @@ class RunConfig:
             (0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1); got {self.val_fraction}"),
             (self.flooding >= 0, f"flooding level must be >= 0; got {self.flooding}"),
             (0.0 <= self.elastic <= 1.0, f"elastic must be a probability in [0, 1]; got {self.elastic}"),
+            (0.0 <= self.ema < 1.0, f"ema momentum must be in [0, 1); got {self.ema}"),
+            (self.aug or self.aug_policy == "default", "aug_policy strong needs --aug"),
+            (
+                not (self.ema and self.strategy == "multiworker"),
+                "--ema with --strategy multiworker is not supported (its weight swap is untested there)",
+            ),
             (self.lr > 0, f"lr must be positive; got {self.lr}"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be at least 1; got {self.checkpoint_every}"),
             (self.step_every >= 1, f"step_every must be at least 1; got {self.step_every}"),
@@ -358,7 +378,7 @@ def default_run_name(config: RunConfig) -> str:
     if config.image_size != 128:
         parts.append(f"{config.image_size}px")
     if config.aug:
-        parts.append("aug")
+        parts.append("aug" if config.aug_policy == "default" else f"aug{config.aug_policy}")
     if config.clahe:
         parts.append("clahe")
     if config.color_constancy:
@@ -371,6 +391,8 @@ def default_run_name(config: RunConfig) -> str:
         parts.append(config.loss)
     if config.optimizer != "adam":
         parts.append(config.optimizer)
+    if config.ema:
+        parts.append(f"ema{config.ema:g}")
     if config.seed:
         parts.append(f"s{config.seed}")
     return "-".join(parts)

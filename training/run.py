@@ -299,11 +299,12 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
     import keras
     import tensorflow as tf
 
-    from skinseg.data_pipeline.augment import build_augmenter
+    from skinseg.data_pipeline.augment import POLICIES, build_augmenter
     from skinseg.data_pipeline.tfdata import make_dataset, resolve_cache, steps_per_epoch
     from skinseg.losses import get_loss
     from skinseg.models.registry import build_model
     from skinseg.training.callbacks import (
+        EMAWeights,
         EpochPrinter,
         Flooding,
         NonFiniteGuard,
@@ -350,7 +351,11 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
             backbone=config.backbone,
             backbone_weights=config.backbone_weights,
         )
-        augmenter = build_augmenter(config.seed, elastic=config.elastic) if config.aug else None
+        augmenter = (
+            build_augmenter(config.seed, elastic=config.elastic, **POLICIES[config.aug_policy])
+            if config.aug
+            else None
+        )
         trainer = SegmentationTrainer(network, augmenter)
         trainer.compile(
             optimizer=make_optimizer(config, steps),
@@ -405,6 +410,9 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
         )
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(run.file("tensorboard")))
+    ema = EMAWeights() if config.ema else None
+    if ema:
+        callbacks.append(ema)  # before the recorder: it checkpoints what this swaps in
     callbacks.append(recorder)  # after the others: sees the learning rate and the logs they set
     bar = sys.stderr.isatty() if verbose == "auto" else verbose == 1
     callbacks.append(EpochPrinter(recorder, steps, bar))  # its lines also go to train.log
@@ -412,6 +420,8 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
     if state:
         with strategy.scope():
             _restore(trainer, state, recorder)
+        if ema:
+            ema.restored_from_checkpoint()
     try:
         trainer.fit(
             train_ds,
@@ -493,11 +503,12 @@ def make_optimizer(config: RunConfig, steps: int):
     from skinseg.training.callbacks import learning_rate
 
     lr = learning_rate(config, steps)
+    ema = {"use_ema": True, "ema_momentum": config.ema} if config.ema else {}
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(lr)
+        return keras.optimizers.Adam(lr, **ema)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
-    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema)
 
 
 def _restore(trainer, state: dict, recorder) -> None:
