@@ -13,7 +13,8 @@ networks. At the CPU budget (width 32, 128 px, 15 epochs) one run takes about 25
                           [--one-seed "both data sets"]
 
 A lever's run folder that already holds a trained network is scored, not retrained (e.g. the
-shipped model's run copied in as both_data_sets-s0).
+shipped model's run copied in as both_data_sets-s0), and scores are kept in --out/scores.json
+under the network's digest: adding a lever or a seed later trains and scores only what is new.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 
 from bench.data import REAL
 from bench.report import finish, parser
+from skinseg.data_pipeline.atomic import atomic_path
 
 EXTRA = os.path.join(os.path.dirname(REAL), "isic2018_extra128")
 
@@ -58,18 +60,25 @@ def _train(out: str, seed: int, args, extra: list[str]) -> float:
     return (time.perf_counter() - start) / 60
 
 
-def _score(out: str, extra: list[str], data: list[str] | None) -> dict:
+def _score(out: str, extra: list[str], data: list[str] | None, cache: dict) -> dict:
+    """Per-image Dice of the run's best.keras (with `extra` evaluate.py options, on `data` or the
+    run's own test split). Kept in `cache` under the network's digest, so rerunning the bench to
+    add a lever rescoring nothing it scored before."""
+    from skinseg.run_folder import RunFolder, file_digest
+
+    run = RunFolder(out)
+    key = json.dumps([os.path.basename(out), file_digest(run.best_network), extra, data])
+    if key in cache:
+        return cache[key]
     cmd = [sys.executable, "evaluate.py", "--run", out, "--force", *extra]
     if data:
         cmd += ["--data", *data]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    from skinseg.run_folder import RunFolder
-
-    run = RunFolder(out)
-    return {
+    cache[key] = {
         "dice": run.read_summary()["metrics"]["dice"]["mean"],
         "by_id": {row["id"]: float(row["dice"]) for row in run.read_per_image()},
     }
+    return cache[key]
 
 
 def main(argv=None) -> None:
@@ -97,6 +106,12 @@ def main(argv=None) -> None:
     from skinseg.metrics.aggregate import bootstrap_ci
     from skinseg.metrics.table import averaged_dice, mean_sd, paired_wilcoxon
 
+    os.makedirs(args.out, exist_ok=True)
+    cache_path = os.path.join(args.out, "scores.json")
+    cache = {}
+    if os.path.exists(cache_path):
+        with open(cache_path, encoding="utf-8") as handle:
+            cache = json.load(handle)
     results: dict[str, dict] = {}
     for lever in ["recipe", *[name for name in args.levers if name != "recipe"]]:
         train_extra, eval_extra = LEVERS[lever]
@@ -108,8 +123,10 @@ def main(argv=None) -> None:
             out = os.path.join(args.out, f"{folder}-s{seed}")
             minutes = _train(out, seed, args, train_extra) if train_extra is not None else float("nan")
             trained_on_cross = train_extra is not None and EXTRA in train_extra
-            cross_score = None if trained_on_cross else _score(out, eval_extra, cross)
-            test = _score(out, eval_extra, None)  # last: the run's eval/ keeps the reference test
+            cross_score = None if trained_on_cross else _score(out, eval_extra, cross, cache)
+            test = _score(out, eval_extra, None, cache)
+            with atomic_path(cache_path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(cache, handle)
             runs.append(
                 {
                     "name": out,
@@ -141,7 +158,6 @@ def main(argv=None) -> None:
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
-    os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "ablation.md"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     with open(os.path.join(args.out, "ablation.json"), "w", encoding="utf-8") as handle:

@@ -3,6 +3,8 @@
 # (800 training images, validation carved from them; the 200 test images used by evaluate.py only).
 #
 #   bash bench/gpu_table.sh [DATA] [RUNS_DIR]        # EPOCHS=40 by default; results in RUNS_DIR/results.md
+#   SMOKE=1 bash bench/gpu_table.sh DATA /tmp/smoke  # every row and the table in minutes, on a CPU:
+#                                                    # 1 epoch, width 4, 64 px (same code paths)
 #
 # Sizing for one H200 (aimed at under 12 minutes in all; an estimate, not yet measured on one: about
 # 2,000 img/s for the baseline and 500 img/s for bigger_deeper at 128 px in mixed precision, plus
@@ -18,13 +20,15 @@ set -euo pipefail
 DATA=${1:-../shared/data/isic_seed128}
 RUNS=${2:-runs_gpu}
 EPOCHS=${EPOCHS:-40}
+SIZE=()
+if [[ "${SMOKE:-0}" == 1 ]]; then EPOCHS=1; SIZE=(--width 4 --image-size 64); fi
 COMMON=(--data "$DATA" --epochs "$EPOCHS" --batch-size 16 --mixed-precision --checkpoint-every "$EPOCHS" --verbose 2)
 export NO_ALBUMENTATIONS_UPDATE=1 TF_CPP_MIN_LOG_LEVEL=2
 
 row() {  # NAME then train.py options
   local name=$1; shift
   local start=$SECONDS
-  python train.py "${COMMON[@]}" --out "$RUNS/$name" --overwrite "$@"
+  python train.py "${COMMON[@]}" --out "$RUNS/$name" --overwrite "$@" "${SIZE[@]}"
   echo "$name: $((SECONDS - start)) s" | tee -a "$RUNS/timings.txt"
 }
 
@@ -43,3 +47,4 @@ row baseline-flood0.1                     --model baseline --flooding 0.1
 row bigger_deeper-capped1024-aug          --model bigger_deeper --max-filters 1024 --aug
 row slightly_bigger_deeper-capped1024-aug --model slightly_bigger_deeper --max-filters 1024 --aug
 python evaluate.py --all --runs-dir "$RUNS" --baseline baseline
+echo "whole table: $SECONDS s" | tee -a "$RUNS/timings.txt"

@@ -9,6 +9,7 @@ Default: CPU-sized widths (models.registry.CPU_SIZED); --full: the presets as th
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def main(argv=None) -> None:
     p.add_argument("--sizes", nargs="+", type=int, default=[128, 256])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 4, --full: 10)")
-    p.add_argument("--one", nargs=2, metavar=("MODEL", "SIZE"), help=argparse_hidden())
+    p.add_argument("--one", nargs=2, metavar=("MODEL", "SIZE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     steps = args.steps or (10 if args.full else 4)
     if args.one:
@@ -118,12 +119,6 @@ def main(argv=None) -> None:
         ratios,
         notes=f"fp32 matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s",
     )
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":
