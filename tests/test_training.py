@@ -155,6 +155,22 @@ def test_ema_validates_and_checkpoints_the_average_and_resumes_exactly(simple_da
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_a_run_from_an_older_version_resumes(simple_dataset, tmp_path):
+    """Its resume state lacks the options added since (here --ema and --aug-policy): they had
+    their defaults then, so extending it is no configuration change."""
+    first = run_training(_config(simple_dataset, tmp_path / "old", epochs=1), verbose=0)
+    path = os.path.join(first.run_dir, "resume", "state.json")
+    state = json.load(open(path))
+    for key in ("ema", "aug_policy"):
+        del state["config"][key]
+    json.dump(state, open(path, "w"))
+    config_path = os.path.join(first.run_dir, "config.json")
+    stored = json.load(open(config_path))
+    stored["epochs"] = 2
+    json.dump(stored, open(config_path, "w"))
+    assert run_training(RunConfig(out=first.run_dir), resume=True, verbose=0).completed_epochs == 2
+
+
 def test_default_run_name():
     assert default_run_name(RunConfig()) == "baseline"
     name = default_run_name(RunConfig(model="deeper", width=16, aug=True, flooding=0.1, lr_schedule="step"))

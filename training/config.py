@@ -127,8 +127,8 @@ class RunConfig:
     aug_policy: str = option(
         "default",
         "optimisation",
-        "with --aug: default, or strong (any rotation, zoom +-25 %, stronger colour, saturation and "
-        "sharpness: for images from other cameras)",
+        "with --aug: default, or strong (any rotation, zoom +-25 %, stronger colour and saturation: "
+        "for images from other cameras)",
         choices=("default", "strong"),
     )
     elastic: float = option(0.0, "optimisation", "with --aug: probability of an elastic warp per image")

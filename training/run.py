@@ -183,6 +183,9 @@ def verify_resume(run: RunFolder, config: RunConfig, state: dict | None) -> None
         )
     recorded = state.get("config")
     if recorded is not None:
+        # A state written by an older version lacks the options added since: they had their
+        # default values then.
+        recorded = {**RunConfig().recorded(), **recorded}
         differ = [
             k
             for k in sorted(set(recorded) | set(config.recorded()))
