@@ -85,7 +85,7 @@ def _step_for(layer, shapes):
     return step, inputs
 
 
-def _seconds(step, inputs, budget: float = 0.3) -> float:
+def _seconds(step, inputs, budget: float = 0.1) -> float:
     """Best mean time per call over 3 rounds, each of as many calls as fit in `budget` seconds."""
     step(*inputs)
     start = time.perf_counter()

@@ -192,34 +192,66 @@ def _interpolation(source: tuple[int, int], target: tuple[int, int]) -> int:
     return cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
 
 
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    return cv2.resize(image, (w, h), interpolation=_interpolation(image.shape[:2], size))
+FITS = ("stretch", "pad")
 
 
-def resize_mask(mask: np.ndarray, size: tuple[int, int], extent: tuple[int, int] | None = None) -> np.ndarray:
+def content_box(
+    source: tuple[int, int], size: tuple[int, int], fit: str = "stretch"
+) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the image inside a `size` input. `stretch` fills it (the
+    aspect ratio changes, as the reference did); `pad` scales the image to fit, keeping its aspect
+    ratio, and centres it (the rest is padding: black in the image, background in the mask)."""
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {', '.join(FITS)}; got {fit!r}")
+    if fit == "stretch":
+        return 0, 0, size[0], size[1]
+    scale = min(size[0] / source[0], size[1] / source[1])
+    h, w = max(1, round(source[0] * scale)), max(1, round(source[1] * scale))
+    return (size[0] - h) // 2, (size[1] - w) // 2, h, w
+
+
+def _place(content: np.ndarray, size: tuple[int, int], top: int, left: int) -> np.ndarray:
+    out = np.zeros((*size, *content.shape[2:]), dtype=content.dtype)
+    out[top : top + content.shape[0], left : left + content.shape[1]] = content
+    return out
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int], fit: str = "stretch") -> np.ndarray:
+    top, left, h, w = content_box(image.shape[:2], size, fit)
+    if image.shape[:2] != (h, w):
+        image = cv2.resize(image, (w, h), interpolation=_interpolation(image.shape[:2], (h, w)))
+    return image if (h, w) == tuple(size) else _place(image, tuple(size), top, left)
+
+
+def resize_mask(
+    mask: np.ndarray, size: tuple[int, int], extent: tuple[int, int] | None = None, fit: str = "stretch"
+) -> np.ndarray:
     """Resample a boolean mask with exactly the geometry of `resize_image` (the same
-    interpolation on 0/255), then keep the pixels that are more than half lesion: the mask stays
-    binary and centred on its image. `extent`: the original pixels the *image* array covers when
-    that is more than the mask (a DCT-scaled JPEG); the mask is edge-padded to it first, as the
-    JPEG decoder padded the image."""
+    interpolation on 0/255, the same `fit`), then keep the pixels that are more than half
+    lesion: the mask stays binary and centred on its image. `extent`: the original pixels the
+    *image* array covers when that is more than the mask (a DCT-scaled JPEG); the mask is
+    edge-padded to it first, as the JPEG decoder padded the image."""
     mask = np.asarray(mask).astype(np.uint8) * 255 if mask.dtype == bool else np.asarray(mask, np.uint8)
     if extent is not None and extent != mask.shape[:2]:
         pad_h, pad_w = extent[0] - mask.shape[0], extent[1] - mask.shape[1]
         mask = cv2.copyMakeBorder(mask, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
-    h, w = size
+    top, left, h, w = content_box(mask.shape[:2], size, fit)
     if mask.shape[:2] != (h, w):
-        mask = cv2.resize(mask, (w, h), interpolation=_interpolation(mask.shape[:2], size))
+        mask = cv2.resize(mask, (w, h), interpolation=_interpolation(mask.shape[:2], (h, w)))
+    if (h, w) != tuple(size):
+        mask = _place(mask, tuple(size), top, left)
     return mask > 127
 
 
-def to_original(values: np.ndarray, original_size: tuple[int, int], extent=None) -> np.ndarray:
+def to_original(
+    values: np.ndarray, original_size: tuple[int, int], extent=None, fit: str = "stretch"
+) -> np.ndarray:
     """The inverse of the image's resampling: a model-resolution map (e.g. lesion probabilities)
-    resized bilinearly onto the original pixels (through `extent` when the image was DCT-scaled,
-    then cropped to the original size)."""
+    cut to the image's part of the input (`pad`), resized bilinearly onto the original pixels
+    (through `extent` when the image was DCT-scaled, then cropped to the original size)."""
     h, w = extent or original_size
+    top, left, ch, cw = content_box((h, w), values.shape[:2], fit)
+    values = values[top : top + ch, left : left + cw]
     out = cv2.resize(values, (w, h), interpolation=cv2.INTER_LINEAR)
     return out[: original_size[0], : original_size[1]]
 

@@ -1,6 +1,6 @@
 """The deterministic preprocessing every image gets before the network, at training, evaluation
-and prediction time alike: resize to the model's input, then optionally CLAHE and Shades-of-Gray
-colour constancy.
+and prediction time alike: resize to the model's input (stretched, or padded to keep the aspect
+ratio), then optionally CLAHE and Shades-of-Gray colour constancy.
 
 Both optional steps live outside the network on purpose: a saved `.keras` file then holds only
 Keras' built-in layers and loads in any process (`keras.models.load_model(path)`), and the run's
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from skinseg.data_pipeline.image_io import resize_image
+from skinseg.data_pipeline.image_io import FITS, resize_image
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check on import
 
@@ -29,13 +29,23 @@ SHADES_OF_GRAY_POWER = 6.0
 class Preprocessing:
     clahe: bool = False
     color_constancy: bool = False
+    fit: str = "stretch"  # how an image meets the square input: image_io.content_box
+
+    def __post_init__(self):
+        if self.fit not in FITS:
+            raise ValueError(f"fit must be one of {', '.join(FITS)}; got {self.fit!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> Preprocessing:
-        return cls(bool(data.get("clahe", False)), bool(data.get("color_constancy", False)))
+        """Older files have no `fit`: their models were trained on stretched images."""
+        return cls(
+            bool(data.get("clahe", False)),
+            bool(data.get("color_constancy", False)),
+            data.get("fit", "stretch"),
+        )
 
 
 @functools.lru_cache(maxsize=1)
@@ -74,8 +84,9 @@ def shades_of_gray_tf(images, power: float = SHADES_OF_GRAY_POWER):
 def prepare_image(
     image: np.ndarray, size: tuple[int, int], spec: Preprocessing = Preprocessing()
 ) -> np.ndarray:
-    """One decoded uint8 RGB image -> the uint8 model input: resize, CLAHE, colour constancy."""
-    image = resize_image(image, size)
+    """One decoded uint8 RGB image -> the uint8 model input: resize (stretched or padded, as
+    `spec.fit` says), CLAHE, colour constancy."""
+    image = resize_image(image, size, spec.fit)
     if spec.clahe:
         image = clahe_transform()(image=image)["image"]
     if spec.color_constancy:

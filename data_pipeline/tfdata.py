@@ -32,7 +32,7 @@ def load_example(
     hw = as_hw(size)
     decoded = read_image(image_path, min_size=hw)
     image = prepare_image(decoded.array, hw, spec)
-    mask = resize_mask(read_mask(mask_path).array, hw, decoded.covers)
+    mask = resize_mask(read_mask(mask_path).array, hw, decoded.covers, spec.fit)
     return image, mask.astype(np.uint8)[:, :, None]
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from skinseg.data_pipeline.checks import size_mismatch
 from skinseg.data_pipeline.errors import DataError
-from skinseg.data_pipeline.image_io import read_image, read_mask, resize_mask, to_original
+from skinseg.data_pipeline.image_io import content_box, read_image, read_mask, resize_mask, to_original
 
 log = logging.getLogger("skinseg")
 
@@ -71,7 +71,7 @@ def _loader(size, preprocessing, keep_original: bool):
         truth = read_mask(pair.mask)
         if truth.original_size != decoded.original_size:
             raise DataError(f"{pair.mask}: {size_mismatch(decoded, truth)}")
-        at_input = resize_mask(truth.array, size, decoded.covers)
+        at_input = resize_mask(truth.array, size, decoded.covers, preprocessing.fit)
         extra = (truth.array if keep_original else None, at_input, decoded.original_size, decoded.covers)
         return prepare_image(decoded.array, size, preprocessing), extra
 
@@ -104,11 +104,12 @@ def masks_to_score(
         truth, at_input, original_size, covers = extra
         spacing = spacing_of(pair.id)
         if settings.at == "original":
-            pred = post.apply(to_original(prob, original_size, covers))
+            pred = post.apply(to_original(prob, original_size, covers, preprocessing.fit))
         else:
             pred, truth = post.apply(prob), at_input
-            if spacing is not None:  # an input pixel spans covers / size original pixels
-                spacing = (spacing[0] * covers[0] / size[0], spacing[1] * covers[1] / size[1])
+            if spacing is not None:  # an input pixel spans covers / (the image's part of it) pixels
+                _, _, h, w = content_box(covers, size, preprocessing.fit)
+                spacing = (spacing[0] * covers[0] / h, spacing[1] * covers[1] / w)
         yield pair, pred, truth, spacing, prob, at_input
 
 
@@ -168,7 +169,7 @@ def case_figure(model, pairs, rows, preprocessing, post, tta: bool, path: str, t
         truth = read_mask(pair.mask).array
         model_input = prepare_image(image, size, preprocessing).astype(np.float32)[None] / 255.0
         prob = predict_probabilities(forward, model_input, tta)[0]
-        pred = post.apply(to_original(prob, truth.shape))
+        pred = post.apply(to_original(prob, truth.shape, fit=preprocessing.fit))
         cases.append((f"{label}: {row['id']}", row["dice"], overlay(image, truth, pred)))
     case_grid(cases, path, title)
 

@@ -69,7 +69,12 @@ def export(
         os.path.join(out, "preprocessing.json"),
         {
             **preprocessing.to_json(),
-            "input": f"float32 RGB in [0, 1], shape (batch, {h}, {w}, 3): the image resized to {h}x{w}",
+            "input": f"float32 RGB in [0, 1], shape (batch, {h}, {w}, 3): the image resized to {h}x{w}"
+            + (
+                " keeping its aspect ratio, centred, padded with black (fit: pad)"
+                if preprocessing.fit == "pad"
+                else ""
+            ),
             "output": f"lesion probability, float32, shape (batch, {h}, {w}, 1)",
             "notes": notes,
         },

@@ -217,7 +217,7 @@ def predict_folder(
     def finish(item, prob, original_size, covers, image) -> bool:
         """Mask (and overlay) of one image, at its original size; True when a mask was written."""
         _, target, drawn = item
-        mask = post.apply(to_original(prob, original_size, covers))
+        mask = post.apply(to_original(prob, original_size, covers, preprocessing.fit))
         if target:
             write_image(target, mask.astype(np.uint8) * 255)
         if drawn:

@@ -137,7 +137,7 @@ def _scripted_model(size, kernel=None, bias=0.0, k=4.0, shift=0):
     return model
 
 
-def _fake_run(root, images, model, size):
+def _fake_run(root, images, model, size, **config):
     """A run folder holding `model` as best.keras and the given (id, image, mask) test pairs."""
     data = root / "data"
     (data / "image").mkdir(parents=True)
@@ -151,7 +151,7 @@ def _fake_run(root, images, model, size):
         )
     run = root / "run"
     run.mkdir()
-    RunConfig(out=str(run), data=str(data), image_size=size).save(str(run / "config.json"))
+    RunConfig(out=str(run), data=str(data), image_size=size, **config).save(str(run / "config.json"))
     write_split(str(run / "split.json"), {"train": [], "validation": [], "test": pairs})
     model.save(run / "best.keras")
     return str(run)
@@ -184,6 +184,24 @@ def test_oracle_scores_perfectly_at_input_and_nearly_at_original_size(odd_sized)
         assert float(row["dice"]) >= 0.99
         assert float(row["hd"]) <= 2.0  # one 64-px input pixel spans 4.7 x 3.2 original pixels
         assert float(row["avg_hausdorff"]) < 0.05
+
+
+def test_padded_fit_is_undone_before_scoring(tmp_path):
+    """--fit pad: the 203x299 images enter the 64 px input as 43x64 bands between black bars
+    (lesions white here, so the bars are background to the oracle); scoring at input compares with
+    the mask padded the same way, at original size the bars are cut off first."""
+    images = [
+        (f"ISIC_{k:07d}", 255 - image, mask)
+        for k, (image, mask) in enumerate(_ellipses((203, 299), k) for k in range(3))
+    ]
+    run = _fake_run(tmp_path, images, _scripted_model(64, kernel=4.0 / 3, bias=-2.0), 64, fit="pad")
+    evaluate_run(run, EvalSettings(at="input"), figures=False)
+    for row in _rows(run):
+        assert float(row["dice"]) == 1.0 and float(row["hd"]) == 0.0
+    evaluate_run(run, figures=False)
+    for row, (_, _, mask) in zip(_rows(run), images):
+        assert int(row["truth_pixels"]) == mask.sum()
+        assert float(row["dice"]) >= 0.99 and float(row["hd"]) <= 2.5  # an input pixel: 4.7 px
 
 
 def test_inverted_and_empty_predictions_score_as_computed_by_hand(tmp_path):

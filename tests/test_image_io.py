@@ -6,6 +6,7 @@ from PIL import Image
 
 from skinseg.data_pipeline.errors import ImageReadError
 from skinseg.data_pipeline.image_io import (
+    content_box,
     peek_size,
     read_image,
     read_mask,
@@ -217,6 +218,38 @@ def test_to_original_inverts_the_dct_scaled_geometry(tmp_path):
     assert back.shape == (767, 1022)
     assert 2 * (back & mask).sum() / (back.sum() + mask.sum()) > 0.99
     assert np.abs(_centroid(back) - _centroid(mask)).max() < 0.5  # half an original pixel
+
+
+def test_pad_keeps_the_aspect_ratio_and_to_original_undoes_it():
+    """A 60x100 image with a round lesion: stretched into 32x32 the lesion turns into an upright
+    ellipse; padded it stays round, in a 19x32 band centred between black bars; and the map cut
+    back and resized onto the 60x100 pixels gives the lesion again."""
+    yy, xx = np.mgrid[0:60, 0:100]
+    mask = (yy - 30) ** 2 + (xx - 50) ** 2 < 20**2
+    image = np.repeat(np.where(mask, 200, 100).astype(np.uint8)[..., None], 3, axis=2)
+    assert content_box((60, 100), (32, 32), "pad") == (6, 0, 19, 32)
+    assert content_box((60, 100), (32, 32), "stretch") == (0, 0, 32, 32)
+    padded, small = resize_image(image, (32, 32), "pad"), resize_mask(mask, (32, 32), fit="pad")
+    assert padded.shape == (32, 32, 3) and small.shape == (32, 32)
+    assert not padded[:6].any() and not padded[25:].any() and padded[6:25].min() >= 99
+    assert not small[:6].any() and not small[25:].any()
+    rows, cols = np.nonzero(small)
+    assert abs((np.ptp(rows) + 1) - (np.ptp(cols) + 1)) <= 1  # still round
+    rows, cols = np.nonzero(resize_mask(mask, (32, 32)))
+    assert (np.ptp(rows) + 1) > 1.4 * (np.ptp(cols) + 1)  # stretched: 0.53 x 0.32 of the input
+    back = to_original(small.astype(np.float32), (60, 100), fit="pad") > 0.5
+    dice = 2 * (back & mask).sum() / (back.sum() + mask.sum())
+    assert back.shape == (60, 100) and dice > 0.95
+
+
+def test_preprocessing_records_its_fit_and_reads_older_files_as_stretch():
+    from skinseg.data_pipeline.preprocess import Preprocessing
+
+    assert Preprocessing.from_json({"color_constancy": True}) == Preprocessing(color_constancy=True)
+    pad = Preprocessing(fit="pad")
+    assert Preprocessing.from_json(pad.to_json()) == pad
+    with pytest.raises(ValueError, match="fit must be one of stretch, pad; got 'crop'"):
+        Preprocessing.from_json({"fit": "crop"})
 
 
 def test_write_image_is_atomic(tmp_path):

@@ -139,3 +139,32 @@ def test_masks_follow_the_exif_orientation_of_their_image(model_path, tmp_path):
     assert stored.size == (30, 50)
     predict_folder(model_path, [str(tmp_path / "in")], str(tmp_path / "out"))
     assert Image.open(tmp_path / "out" / "a.png").size == (50, 30)  # as displayed
+
+
+def test_a_padded_model_gets_padded_inputs_and_masks_cut_back(tmp_path):
+    """preprocessing.json beside the model says fit: pad. A model that reads the lesion off its
+    input (bright = lesion) must give back the drawn lesion at the original 50x90 size: cutting
+    the bars off before resizing is what puts it in place (a stretched inverse would squash it)."""
+    import json
+
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    conv = keras.layers.Conv2D(1, 1, name="logits")
+    model = keras.Model(inputs, keras.layers.Activation("sigmoid", dtype="float32")(conv(inputs)))
+    conv.set_weights([np.full((1, 1, 3, 1), 4.0 / 3, "float32"), np.array([-2.0], "float32")])
+    folder = tmp_path / "model"
+    folder.mkdir()
+    model.save(folder / "best.keras")
+    (folder / "preprocessing.json").write_text(json.dumps(Preprocessing(fit="pad").to_json()))
+    yy, xx = np.mgrid[0:50, 0:90]
+    lesion = ((yy - 25) / 15) ** 2 + ((xx - 40) / 25) ** 2 < 1
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.repeat(np.where(lesion, 255, 0).astype(np.uint8)[..., None], 3, 2)).save(
+        tmp_path / "in" / "x.png"
+    )
+    result = predict_folder(str(folder / "best.keras"), [str(tmp_path / "in")], str(tmp_path / "out"))
+    assert result.written == 1
+    mask = np.asarray(Image.open(tmp_path / "out" / "x.png")) > 127
+    assert mask.shape == (50, 90)
+    assert 2 * (mask & lesion).sum() / (mask.sum() + lesion.sum()) > 0.95

@@ -86,3 +86,14 @@ def test_evaluation_feeds_the_model_what_training_fed_it(pairs):
     np.testing.assert_array_equal(evaluated_on, trained_on)
     np.testing.assert_array_equal(evaluated_mask, trained_mask[..., 0] > 0)
     assert original_size == (48, 64)
+
+
+def test_padded_examples_keep_the_aspect_ratio_of_image_and_mask_alike(pairs):
+    """The 48x64 training images enter a 32x32 input as a 24x32 band between 4-row black bars;
+    the mask gets the same band, background in the bars."""
+    image, mask = load_example(pairs[0].image, pairs[0].mask, 32, Preprocessing(fit="pad"))
+    stretched, stretched_mask = load_example(pairs[0].image, pairs[0].mask, 32)
+    assert image.shape == (32, 32, 3) and mask.shape == (32, 32, 1)
+    assert not image[:4].any() and not image[28:].any() and image[4:28].any()
+    assert not mask[:4].any() and not mask[28:].any()
+    assert mask.sum() == pytest.approx(stretched_mask.sum() * 24 / 32, rel=0.1)  # 3/4 of the area

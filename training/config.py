@@ -58,6 +58,13 @@ class RunConfig:
         "training split), auto (layout when it has one)",
         choices=("auto", "layout", "train"),
     )
+    fit: str = option(
+        "stretch",
+        "data",
+        "how an image meets the square input: stretch (as the reference), or pad (keep its aspect "
+        "ratio, centred, padded with black; predictions are cut back before resizing to the original)",
+        choices=("stretch", "pad"),
+    )
     clahe: bool = option(False, "data", "CLAHE on every image, at train, test and inference time")
     color_constancy: bool = option(
         False, "data", "Shades-of-Gray colour constancy on every image (also inside the exports)"
@@ -235,7 +242,7 @@ class RunConfig:
     def preprocessing(self):
         from skinseg.data_pipeline.preprocess import Preprocessing
 
-        return Preprocessing(clahe=self.clahe, color_constancy=self.color_constancy)
+        return Preprocessing(clahe=self.clahe, color_constancy=self.color_constancy, fit=self.fit)
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
@@ -379,6 +386,8 @@ def default_run_name(config: RunConfig) -> str:
         parts.append(f"{config.image_size}px")
     if config.aug:
         parts.append("aug" if config.aug_policy == "default" else f"aug{config.aug_policy}")
+    if config.fit != "stretch":
+        parts.append(config.fit)
     if config.clahe:
         parts.append("clahe")
     if config.color_constancy:
