@@ -10,7 +10,7 @@ networks. At the CPU budget (width 32, 128 px, 15 epochs) one run takes about 25
 2-core CPU: the whole default table is about 6 CPU-hours.
 
   python -m bench.ablation [--seeds 3] [--epochs 15] [--width 32] [--levers recipe tta ...]
-                          [--one-seed "both data sets"]
+                          [--fewer-seeds "both data sets" 2]
 
 A lever's run folder that already holds a trained network is scored, not retrained (e.g. the
 shipped model's run copied in as both_data_sets-s0), and scores are kept in --out/scores.json
@@ -23,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -49,15 +48,16 @@ LEVERS: dict[str, tuple[list[str] | None, list[str]]] = {
 
 
 def _train(out: str, seed: int, args, extra: list[str]) -> float:
+    """Trains the run unless its folder holds a trained network; minutes of training, from the
+    run's own epoch times (start-up and the post-processing choice left out), so runs trained
+    now and earlier compare."""
+    from skinseg.run_folder import RunFolder
+
     cmd = [sys.executable, "train.py", "--recipe", "best", "--data", args.data, "--seed", str(seed)]
     cmd += ["--epochs", str(args.epochs), "--width", str(args.width), "--out", out, "--verbose", "2"]
-    if os.path.exists(os.path.join(out, "best.keras")):  # trained earlier: its recorded epoch times
-        from skinseg.run_folder import RunFolder
-
-        return sum(float(r.get("time_s") or 0) for r in RunFolder(out).read_history()) / 60
-    start = time.perf_counter()
-    subprocess.run([*cmd, *extra], check=True)
-    return (time.perf_counter() - start) / 60
+    if not os.path.exists(os.path.join(out, "best.keras")):
+        subprocess.run([*cmd, *extra], check=True)
+    return sum(float(r.get("time_s") or 0) for r in RunFolder(out).read_history()) / 60
 
 
 def _score(out: str, extra: list[str], data: list[str] | None, cache: dict) -> dict:
@@ -88,16 +88,22 @@ def main(argv=None) -> None:
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
     p.add_argument(
-        "--one-seed",
-        nargs="*",
+        "--fewer-seeds",
+        nargs=2,
+        action="append",
         default=[],
-        choices=list(LEVERS),
-        help="levers trained with seed 0 only (their sd is then not available)",
+        metavar=("LEVER", "N"),
+        help="train LEVER with seeds 0..N-1 only (an expensive lever; with N = 1 its sd is not available)",
     )
     p.add_argument("--data", default=REAL)
     p.add_argument("--cross", nargs=2, metavar=("IMAGES", "MASKS"), help="cross-source set")
     p.add_argument("--out", default=os.path.join("bench", "out", "ablation"))
     args = p.parse_args(argv)
+    fewer = {}
+    for lever, n in args.fewer_seeds:
+        if lever not in LEVERS or not n.isdigit() or int(n) < 1:
+            p.error(f"--fewer-seeds {lever} {n}: needs one of the levers and a count >= 1")
+        fewer[lever] = int(n)
     cross = args.cross or [os.path.join(EXTRA, "training", "image"), os.path.join(EXTRA, "training", "label")]
     if not os.path.isdir(args.data):
         print(f"bench.ablation: {args.data} not found; pass --data")
@@ -116,7 +122,7 @@ def main(argv=None) -> None:
     for lever in ["recipe", *[name for name in args.levers if name != "recipe"]]:
         train_extra, eval_extra = LEVERS[lever]
         runs = []
-        for seed in range(1 if lever in args.one_seed else args.seeds):
+        for seed in range(fewer.get(lever, args.seeds)):
             folder = (
                 "recipe" if train_extra is None else lever.split(" (")[0].replace(" ", "_").replace(",", "")
             )
