@@ -12,8 +12,9 @@ compared with the square kernels' instead.
 
 Groups: convolutions by kernel, dilation and stride ("conv 3x3 d2"), and by the output's spatial
 size; every other layer by class. Each group's share of the summed layer time and of the FLOPs
-shows what holds the step back. The whole step is timed as well, plain and with XLA
-(jit_compile), the one switch that fuses the non-convolution layers.
+shows what holds the step back. The optimizer's update is timed alone (it touches every weight
+and its two Adam moments), and the whole step as well, plain and with XLA (jit_compile), the one
+switch that fuses the non-convolution layers.
 
   python -m bench.profile [--models deeper deeplabv3plus hardnet_mseg] [--size 128] [--batch 8]
 
@@ -145,6 +146,15 @@ def profile_model(name: str, size: int, batch: int) -> dict:
                 row["undilated_seconds"] = max(_seconds(twin, twin_inputs) - overhead, 0.0)
         rows.append(row)
 
+    # The optimizer's update alone (Adam: every weight, its gradient and two moments read and
+    # written each step): memory-bound, it grows with parameters, not FLOPs.
+    variables = network.trainable_variables
+    adam = keras.optimizers.Adam()
+    adam.build(variables)
+    zeros = [tf.zeros_like(v) for v in variables]
+    update = tf.function(lambda: adam.apply(zeros, variables))
+    optimizer_s = _seconds(lambda: update(), [])
+
     trainer = SegmentationTrainer(network)
     rng = np.random.default_rng(0)
     x = rng.random((batch, size, size, 3)).astype("float32")
@@ -158,12 +168,13 @@ def profile_model(name: str, size: int, batch: int) -> dict:
         for _ in range(4):
             trainer.train_on_batch(x, y)
         whole["xla" if jit else "plain"] = (time.perf_counter() - start) / 4
-    del tf
     return {
         "model": name,
         "size": size,
         "batch": batch,
+        "params": network.count_params(),
         "overhead_s": overhead,
+        "optimizer_s": optimizer_s,
         "layers": rows,
         "step": whole,
     }
@@ -208,7 +219,9 @@ def _markdown(result: dict, peak: float) -> str:
         f"timed alone: {1e3 * layer_sum:.0f} ms, of which convolutions {1e3 * conv_s:.0f} ms "
         f"({conv_s / layer_sum:.0%}) at {flops / conv_s / 1e9:.0f} GFLOP/s "
         f"({flops / conv_s / peak:.0%} of peak). Dispatch overhead subtracted per layer: "
-        f"{1e6 * result['overhead_s']:.0f} us.",
+        f"{1e6 * result['overhead_s']:.0f} us. The optimizer's update alone ({result['params'] / 1e6:.1f} M "
+        f"parameters): {1e3 * result['optimizer_s']:.0f} ms ({result['optimizer_s'] / step['plain']:.0%} "
+        "of the step).",
         "",
     ]
     dilated = [r for r in convs if "undilated_seconds" in r]
@@ -290,6 +303,7 @@ def main(argv=None) -> None:
                 "of_peak": flops / result["step"]["plain"] / peak,
                 "conv_time_share": conv_s / sum(r["seconds"] for r in rows),
                 "conv_of_peak": flops / conv_s / peak,
+                "optimizer_share": result["optimizer_s"] / result["step"]["plain"],
                 "largest": f"{top['group']} ({top['time_share']:.0%})",
             }
         )
@@ -299,7 +313,16 @@ def main(argv=None) -> None:
         "profile",
         args,
         summary,
-        ["model", "step_ms", "xla_ms", "of_peak", "conv_time_share", "conv_of_peak", "largest"],
+        [
+            "model",
+            "step_ms",
+            "xla_ms",
+            "of_peak",
+            "conv_time_share",
+            "conv_of_peak",
+            "optimizer_share",
+            "largest",
+        ],
         ratios,
         notes=f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s; per-layer tables in {args.out}/",
     )

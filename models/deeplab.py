@@ -100,7 +100,14 @@ def aspp(x, filters: int, rates=ASPP_RATES):
     pooled = conv_bn_act(pooled, filters, 1, "aspp_pool_proj")
     pooled = layers.UpSampling2D((h, w), interpolation="bilinear", name="aspp_pool_up")(pooled)
     branches = [conv_bn_act(x, filters, 1, "aspp_1x1")]
-    branches += [conv_bn_act(x, filters, 3, f"aspp_d{rate}", dilation_rate=rate) for rate in rates]
+    # A rate at least the map's size reads only zero padding off-centre: the branch is its centre
+    # tap, whatever the rate beyond that. Capping the rate at the size is therefore exact (same
+    # outputs, gradients and weights), and TensorFlow's CPU convolution, whose cost grows with the
+    # rate, runs rates 12 and 18 on the 8x8 map of a 128 px input 5-10x faster (bench.profile).
+    branches += [
+        conv_bn_act(x, filters, 3, f"aspp_d{rate}", dilation_rate=(min(rate, h), min(rate, w)))
+        for rate in rates
+    ]
     x = layers.Concatenate(name="aspp_concat")([*branches, pooled])
     x = conv_bn_act(x, filters, 1, "aspp_out")
     return layers.Dropout(0.5, name="aspp_dropout")(x)

@@ -90,7 +90,8 @@ def test_deeplab_is_a_complete_resnet_dilated_to_output_stride_16():
     rates = [resnet.get_layer(f"conv5_block{k}_2_conv").dilation_rate for k in (1, 2, 3)]
     assert rates == [(2, 2), (4, 4), (8, 8)]
     assert resnet.get_layer("conv4_block6_out") is not None  # no mid-stage cut
-    assert model.get_layer("aspp_d6_conv").dilation_rate == (6, 6)
+    # rates capped at the 4x4 map: exact (see the next test)
+    assert [model.get_layer(f"aspp_d{r}_conv").dilation_rate for r in (6, 12, 18)] == [(4, 4)] * 3
     bn = resnet.get_layer("conv2_block1_1_bn")
     assert bn.momentum == 0.9
     # the preprocessing is a frozen built-in convolution equal to Keras' caffe preprocessing
@@ -99,6 +100,33 @@ def test_deeplab_is_a_complete_resnet_dilated_to_output_stride_16():
     expected = keras.applications.resnet.preprocess_input(x * 255.0)
     np.testing.assert_allclose(pre, expected, atol=1e-3)
     assert not model.get_layer("resnet_preprocess").trainable
+
+
+def test_a_rate_beyond_the_map_reads_only_the_centre_tap():
+    """Why ASPP's rates may be capped at the map's size: at rates 8, 12 and 18 on an 8x8 map a
+    3x3 'same' convolution gives the same outputs (its 1x1 centre tap) and the same gradients;
+    below the size (rate 6) it does not."""
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 8, 8, 5)).astype("float32"))
+    kernel = np.random.default_rng(1).normal(size=(3, 3, 5, 4)).astype("float32")
+
+    def run(rate):
+        conv = keras.layers.Conv2D(4, 3, padding="same", dilation_rate=rate, use_bias=False)
+        conv.build(x.shape)
+        conv.set_weights([kernel])
+        with tf.GradientTape() as tape:
+            y = conv(x)
+            loss = tf.reduce_sum(y**2)
+        return y.numpy(), tape.gradient(loss, conv.kernel).numpy()
+
+    centre = tf.nn.conv2d(x, kernel[1:2, 1:2], 1, "SAME").numpy()
+    for rate in (8, 12, 18):
+        y, grad = run(rate)
+        np.testing.assert_allclose(y, centre, atol=1e-5)
+        np.testing.assert_allclose(grad, run(8)[1], atol=1e-4)
+        assert not grad[[0, 0, 2, 2], [0, 2, 0, 2]].any()  # the corner taps never see the image
+    assert np.abs(run(6)[0] - centre).max() > 0.1
 
 
 def test_hardnet_stem_pads_symmetrically_as_pytorch():
