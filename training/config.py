@@ -134,7 +134,7 @@ class RunConfig:
     aug_policy: str = option(
         "default",
         "optimisation",
-        "with --aug: default, or strong (any rotation, zoom +-25 %, stronger colour and saturation: "
+        "with --aug: default, or strong (any rotation, zoom +-25 percent, stronger colour and saturation: "
         "for images from other cameras)",
         choices=("default", "strong"),
     )
