@@ -4,7 +4,7 @@
 #
 #   bash bench/gpu_table.sh [DATA] [RUNS_DIR]        # EPOCHS=40 by default; results in RUNS_DIR/results.md
 #   SMOKE=1 bash bench/gpu_table.sh DATA /tmp/smoke  # every row and the table in minutes, on a CPU:
-#                                                    # 1 epoch, width 4, 64 px (same code paths)
+#                                                    # 1 epoch, width 4 (same code paths)
 #
 # Sizing for one H200 (aimed at under 12 minutes in all; an estimate, not yet measured on one: about
 # 2,000 img/s for the baseline and 500 img/s for bigger_deeper at 128 px in mixed precision, plus
@@ -21,7 +21,7 @@ DATA=${1:-../shared/data/isic_seed128}
 RUNS=${2:-runs_gpu}
 EPOCHS=${EPOCHS:-40}
 SIZE=()
-if [[ "${SMOKE:-0}" == 1 ]]; then EPOCHS=1; SIZE=(--width 4 --image-size 64); fi
+if [[ "${SMOKE:-0}" == 1 ]]; then EPOCHS=1; SIZE=(--width 4); fi
 COMMON=(--data "$DATA" --epochs "$EPOCHS" --batch-size 16 --mixed-precision --checkpoint-every "$EPOCHS" --verbose 2)
 export NO_ALBUMENTATIONS_UPDATE=1 TF_CPP_MIN_LOG_LEVEL=2
 
