@@ -216,11 +216,16 @@ def _place(content: np.ndarray, size: tuple[int, int], top: int, left: int) -> n
     return out
 
 
+def _fit(array: np.ndarray, size: tuple[int, int], fit: str) -> np.ndarray:
+    """Resized into its content box, then placed on a `size` canvas when it does not fill it."""
+    top, left, h, w = content_box(array.shape[:2], size, fit)
+    if array.shape[:2] != (h, w):
+        array = cv2.resize(array, (w, h), interpolation=_interpolation(array.shape[:2], (h, w)))
+    return array if (h, w) == tuple(size) else _place(array, tuple(size), top, left)
+
+
 def resize_image(image: np.ndarray, size: tuple[int, int], fit: str = "stretch") -> np.ndarray:
-    top, left, h, w = content_box(image.shape[:2], size, fit)
-    if image.shape[:2] != (h, w):
-        image = cv2.resize(image, (w, h), interpolation=_interpolation(image.shape[:2], (h, w)))
-    return image if (h, w) == tuple(size) else _place(image, tuple(size), top, left)
+    return _fit(image, size, fit)
 
 
 def resize_mask(
@@ -235,12 +240,7 @@ def resize_mask(
     if extent is not None and extent != mask.shape[:2]:
         pad_h, pad_w = extent[0] - mask.shape[0], extent[1] - mask.shape[1]
         mask = cv2.copyMakeBorder(mask, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
-    top, left, h, w = content_box(mask.shape[:2], size, fit)
-    if mask.shape[:2] != (h, w):
-        mask = cv2.resize(mask, (w, h), interpolation=_interpolation(mask.shape[:2], (h, w)))
-    if (h, w) != tuple(size):
-        mask = _place(mask, tuple(size), top, left)
-    return mask > 127
+    return _fit(mask, size, fit) > 127
 
 
 def to_original(
