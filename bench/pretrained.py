@@ -109,7 +109,7 @@ def card(config, summary: dict, row: dict, command: str, counts: dict) -> str:
 
 A UNet (4 levels, {config.width} filters in the first, {summary["params"]:,} parameters,
 {row["size_mb"]:.1f} MB) that segments the lesion in a dermoscopy image. Input: an RGB image of any
-size, resized to {config.image_size}x{config.image_size} after Shades-of-Gray colour constancy;
+size, resized to {config.image_size}x{config.image_size}, then Shades-of-Gray colour constancy;
 output: a lesion mask at the image's own size. Mask step chosen on the validation split:
 {_describe(summary["postprocess"])}.
 
@@ -130,7 +130,9 @@ ISIC Archive images (ISIC 2016-2018 challenges; the reference's 1,000 and 1,694 
 use**; it is not a medical device and must not be used for diagnosis.
 
 ## Metrics (the reference's 200 test images, never trained or selected on)
-Scored at each image's original size as `evaluate.py` does (`python evaluate.py --run RUN`):
+Scored at each image's original size as `evaluate.py` does (`python evaluate.py --run RUN`). These
+test images are stored as 128x128 squares (the ISIC originals, stretched), so the distances are in
+pixels of a 128x128 image; on a full-resolution photograph the same error spans proportionally more.
 
 | Dice (95 % CI) | Jaccard | threshold-Jaccard | HD95 (px) | HD (px) | ITK average Hausdorff (px) |
 |---|---|---|---|---|---|

@@ -26,7 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from skinseg.data_pipeline.atomic import atomic_path
 from skinseg.data_pipeline.errors import ImageReadError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -55,10 +55,10 @@ def _open(path: str) -> Image.Image:
         raise ImageReadError(path, "permission denied (make the file readable)") from None
     except OSError as err:  # ELOOP for a symlink loop, ENOENT for a dangling link
         raise ImageReadError(path, f"cannot access file ({err.strerror})") from None
-    if size == 0:
-        raise ImageReadError(path, "empty file (0 bytes)")
     if not os.path.isfile(path):
         raise ImageReadError(path, "not a regular file")
+    if size == 0:
+        raise ImageReadError(path, "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -67,8 +67,12 @@ def _open(path: str) -> Image.Image:
         raise ImageReadError(path, "permission denied (make the file readable)") from None
     except UnidentifiedImageError:
         raise ImageReadError(path, "not a readable image (unknown format or corrupt header)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageReadError(path, f"image too large to decode safely ({err})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageReadError(
+            path,
+            f"image too large to decode safely: more than {Image.MAX_IMAGE_PIXELS:,} pixels, the "
+            "decompression-bomb guard (predict.py --max-pixels N raises it)",
+        ) from None
     except OSError as err:
         raise ImageReadError(path, f"cannot open ({err})") from None
 
@@ -98,6 +102,10 @@ def read_image(path: str, min_size: tuple[int, int] | None = None) -> Decoded:
     extent = None
     with _open(path) as opened:
         stored = (opened.size[1], opened.size[0])
+        # Only a JPEG's EXIF sits in its header; Pillow decodes a PNG whole to find its eXIf chunk,
+        # and would swallow the decoding error in doing so: those are loaded (and checked) first.
+        if opened.format != "JPEG":
+            _load(path, opened)
         orientation = exif_orientation(opened)
         # A rotated image is decoded whole: the DCT decoder's padding would land on another side.
         if min_size is not None and opened.format == "JPEG" and orientation == 1:

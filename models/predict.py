@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from skinseg.data_pipeline.image_io import IMAGE_SUFFIXES, read_image, to_original, write_image
+from skinseg.data_pipeline.errors import DataError
+from skinseg.data_pipeline.image_io import IMAGE_SUFFIXES, read_image, read_mask, to_original, write_image
 from skinseg.data_pipeline.preprocess import Preprocessing, prepare_image
 from skinseg.evaluation.postprocess import PostProcessing
 from skinseg.models.inference import Forward, input_size, load_segmenter, stream_predictions
@@ -69,7 +70,12 @@ def resolve_model(path: str) -> SavedSegmenter:
     path = os.path.abspath(path)
     run = RunFolder(path if os.path.isdir(path) else os.path.dirname(path))
     if os.path.isdir(path) and not run.has_config():
-        raise PredictError(f"{path}: a folder, but not a run folder of train.py (no config.json)")
+        hint = (
+            f" (it hides the shipped model: rename it, or give {PRETRAINED})"
+            if os.path.basename(path) == "pretrained"
+            else ""
+        )
+        raise PredictError(f"{path}: a folder, but not a run folder of train.py (no config.json){hint}")
     if run.has_config():
         try:
             config = run.read_config()
@@ -109,6 +115,8 @@ class PredictResult:
     written: int = 0
     skipped_existing: int = 0
     skipped_masks: int = 0  # inputs named like ground-truth masks (ID_segmentation.png)
+    other_files: list[str] = field(default_factory=list)  # files in input folders that are not images
+    overlays_drawn: int = 0  # overlays drawn for masks that were kept
     problems: list[tuple[str, str]] = field(default_factory=list)  # (input, why it was not segmented)
     seconds: float = 0.0
     first_batch_seconds: float = 0.0  # start-up: loading, tracing and the first batch
@@ -118,25 +126,37 @@ class PredictResult:
         return self.written / self.seconds if self.seconds else 0.0
 
 
-def list_inputs(inputs: list[str]) -> tuple[list[str], int, list[tuple[str, str]]]:
-    """Image files from files and folders (not recursive), the number of mask files left out, and
-    the inputs that do not exist."""
-    files, masks, problems = [], 0, []
+def list_inputs(inputs: list[str]) -> tuple[list[str], int, list[tuple[str, str]], list[str]]:
+    """Image files from files and folders (not recursive; a file named twice counts once), the
+    number of mask files left out, the inputs that do not exist, and the files in the folders
+    that are not images of a known suffix."""
+    files, masks, problems, others, seen = [], 0, [], [], set()
+
+    def add(path: str) -> None:
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            files.append(path)
+
     for item in inputs:
         if os.path.isdir(item):
             for name in sorted(os.listdir(item)):
                 stem, ext = os.path.splitext(name)
-                if name.startswith(".") or ext.lower() not in IMAGE_SUFFIXES:
+                if name.startswith("."):
+                    continue
+                if ext.lower() not in IMAGE_SUFFIXES:
+                    if os.path.isfile(os.path.join(item, name)):
+                        others.append(os.path.join(item, name))
                     continue
                 if _MASK_STEM.search(stem):
                     masks += 1
                     continue
-                files.append(os.path.join(item, name))
+                add(os.path.join(item, name))
         elif os.path.exists(item) or os.path.islink(item):
-            files.append(item)
+            add(item)
         else:
             problems.append((item, "no such file or folder"))
-    return files, masks, problems
+    return files, masks, problems, others
 
 
 def predict_folder(
@@ -155,7 +175,9 @@ def predict_folder(
     """Writes OUT/STEM.png (0/255) for every input image, and OUT/overlays/STEM.jpg with
     `overlay`. Streams: memory holds two batches of decoded images (full size with `overlay`),
     whatever the number of inputs. An existing mask is left as it is without `overwrite`; its
-    missing overlay is still drawn."""
+    missing overlay is still drawn, from that mask. A mask written anew redraws its overlay if
+    one exists. Inputs are checked before the model loads: none readable is an error, and --out
+    is not created."""
     from skinseg.metrics.figures import overlay as draw_overlay
 
     post = post or PostProcessing()
@@ -169,37 +191,49 @@ def predict_folder(
                 f"{out}: --out is also an input folder; the masks would replace or mix with its images. "
                 "Choose another folder"
             )
+    files, masks, problems, others = list_inputs(inputs)
+    result = PredictResult(skipped_masks=masks, problems=problems, other_files=others)
+    if not files:
+        found = []
+        if masks:
+            found.append(f"{masks} file(s) named like ground-truth masks, *_segmentation, left out")
+        if others:
+            found.append(f"{len(others)} file(s) of other types, e.g. {os.path.basename(others[0])}")
+        found += [f"{path}: {why}" for path, why in problems]
+        raise PredictError(
+            f"no images ({', '.join(suffix.lstrip('.').upper() for suffix in IMAGE_SUFFIXES)}) in "
+            f"{', '.join(inputs)}" + (f" ({'; '.join(found)})" if found else "")
+        )
+    if strict and problems:
+        raise PredictError(f"{problems[0][0]}: {problems[0][1]}")
     model = load_segmenter(model_path)
     size = input_size(model)
-    files, masks, problems = list_inputs(inputs)
-    result = PredictResult(skipped_masks=masks, problems=problems)
-    if not files and not problems:
-        left_out = (
-            f" ({masks} file(s) named like ground-truth masks, *_segmentation, left out)" if masks else ""
-        )
-        raise PredictError(f"no images (JPEG, PNG, BMP) in {', '.join(inputs)}{left_out}")
     os.makedirs(out, exist_ok=True)
     overlays = os.path.join(out, "overlays")
     if overlay:
         os.makedirs(overlays, exist_ok=True)
-    stems, todo = set(), []
+    owners: dict[str, str] = {}
+    todo, redraw = [], []
     for path in files:
         stem = os.path.splitext(os.path.basename(path))[0]
         target = os.path.join(out, f"{stem}.png")
         drawn = os.path.join(overlays, f"{stem}.jpg")
-        if stem in stems:
-            problems.append((path, f"another input has the stem {stem}; its mask would overwrite this one"))
+        if stem in owners:
+            problems.append(
+                (path, f"{owners[stem]} has the same stem, {stem}; its mask would overwrite this one")
+            )
             continue
         if os.path.realpath(target) == os.path.realpath(path):
             problems.append((path, "its mask would be written over it (it is in --out)"))
             continue
-        stems.add(stem)
-        keep_mask = os.path.exists(target) and not overwrite
-        if keep_mask:
+        owners[stem] = path
+        if os.path.exists(target) and not overwrite:
             result.skipped_existing += 1
-            if not (overlay and not os.path.exists(drawn)):
-                continue
-        todo.append((path, None if keep_mask else target, drawn if overlay else None))
+            if overlay and not os.path.exists(drawn):
+                redraw.append((path, target, drawn))  # from the kept mask, not a new prediction
+            continue
+        # An overlay left from an earlier run is redrawn with its new mask rather than left stale.
+        todo.append((path, target, drawn if overlay or os.path.exists(drawn) else None))
     if result.skipped_existing:
         log.info(
             "%d mask(s) already in %s left as they are (--overwrite replaces them)",
@@ -208,10 +242,30 @@ def predict_folder(
         )
     if strict and problems:
         raise PredictError(f"{problems[0][0]}: {problems[0][1]}")
+    for path, target, drawn in redraw:
+        try:
+            image, mask = read_image(path).array, read_mask(target).array
+        except DataError as err:
+            if strict:
+                raise PredictError(str(err)) from None
+            problems.append((path, getattr(err, "problem", str(err))))
+            continue
+        if mask.shape != image.shape[:2]:
+            problems.append(
+                (
+                    path,
+                    f"no overlay: the kept mask {target} is {mask.shape[1]}x{mask.shape[0]}, the image "
+                    f"{image.shape[1]}x{image.shape[0]} (--overwrite segments it again)",
+                )
+            )
+            continue
+        write_image(drawn, draw_overlay(image, np.zeros_like(mask), mask), quality=90)
+        result.overlays_drawn += 1
 
     def load(item):
-        decoded = read_image(item[0], min_size=None if overlay else size)
-        extra = (decoded.original_size, decoded.covers, decoded.array if overlay else None)
+        drawn = item[2] is not None
+        decoded = read_image(item[0], min_size=None if drawn else size)
+        extra = (decoded.original_size, decoded.covers, decoded.array if drawn else None)
         return prepare_image(decoded.array, size, preprocessing), extra
 
     def finish(item, prob, original_size, covers, image) -> bool:
@@ -224,7 +278,7 @@ def predict_folder(
             write_image(drawn, draw_overlay(image, np.zeros_like(mask), mask), quality=90)
         return bool(target)
 
-    start = time.perf_counter()
+    start = last_report = time.perf_counter()
     forward = Forward(model)  # traced on its first batch
     # Resizing back, clean-up and PNG encoding run in a thread beside the model (they release the
     # GIL), a bounded number of images behind it; a failed write is raised here, in order.
@@ -245,6 +299,9 @@ def predict_folder(
                 result.first_batch_seconds = time.perf_counter() - start
             behind.append(writer.submit(finish, item, prob, *extra))
             collect(2 * batch_size)
+            if time.perf_counter() - last_report > 30:  # a sign of life on long runs
+                last_report = time.perf_counter()
+                log.info("%d of %d image(s) segmented", result.written, len(todo))
         collect(0)
     result.seconds = time.perf_counter() - start
     return result

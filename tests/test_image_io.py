@@ -144,6 +144,45 @@ def test_truncated_file(tmp_path, suffix):
         read_image(path)
 
 
+def test_a_png_with_damaged_image_data_is_refused(tmp_path):
+    """One flipped byte anywhere in a PNG's pixel data: Pillow reads the EXIF of a PNG by decoding
+    it whole, so reading the orientation first once swallowed the error and gave a black image."""
+    image = np.random.default_rng(2).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    data = bytearray(open(_save(tmp_path / "good.png", image), "rb").read())
+    start = data.index(b"IDAT") + 4
+    for k, position in enumerate(range(start + 10, len(data) - 20, (len(data) - start) // 8)):
+        damaged = bytearray(data)
+        damaged[position] ^= 0x55
+        path = tmp_path / f"bad{k}.png"
+        path.write_bytes(damaged)
+        with pytest.raises(ImageReadError, match="corrupt image data") as err:
+            read_image(str(path))
+        assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".webp"])
+def test_tiff_and_webp_images_are_read(tmp_path, suffix):
+    image = np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    path = _save(tmp_path / f"x{suffix}", image, **({"lossless": True} if suffix == ".webp" else {}))
+    np.testing.assert_array_equal(read_image(path).array, image)
+
+
+def test_an_image_over_the_pixel_limit_names_the_limit_and_the_option(tmp_path, monkeypatch):
+    path = _save(tmp_path / "big.png", np.zeros((100, 120, 3), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    with pytest.raises(ImageReadError, match=r"more than 5,000 pixels.*--max-pixels"):
+        read_image(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 12000)
+    assert read_image(path).array.shape == (100, 120, 3)
+
+
+def test_a_fifo_is_not_a_regular_file(tmp_path):
+    path = tmp_path / "pipe.png"
+    os.mkfifo(path)
+    with pytest.raises(ImageReadError, match="not a regular file"):
+        read_image(str(path))
+
+
 def test_symlink_loop(tmp_path):
     a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
     os.symlink(b, a)

@@ -7,7 +7,7 @@ from PIL import Image
 from skinseg.cli import predict
 from skinseg.data_pipeline.preprocess import Preprocessing, shades_of_gray
 from skinseg.models.export import export
-from skinseg.models.predict import predict_folder
+from skinseg.models.predict import PredictError, predict_folder
 from skinseg.models.registry import build_model
 
 
@@ -59,9 +59,9 @@ def test_unreadable_input_is_reported_and_skipped_or_stops_with_strict(model_pat
     assert code == 2 and "b.jpg: empty file" in capsys.readouterr().err
 
 
-def test_missing_model_is_a_clear_error(tmp_path, capsys):
+def test_missing_model_is_a_clear_error(images, tmp_path, capsys):
     assert (
-        predict.main(["--model", str(tmp_path / "nope.keras"), str(tmp_path), "--out", str(tmp_path / "o")])
+        predict.main(["--model", str(tmp_path / "nope.keras"), str(images), "--out", str(tmp_path / "o")])
         == 2
     )
     assert "nope.keras: no such model file" in capsys.readouterr().err
@@ -168,3 +168,69 @@ def test_a_padded_model_gets_padded_inputs_and_masks_cut_back(tmp_path):
     mask = np.asarray(Image.open(tmp_path / "out" / "x.png")) > 127
     assert mask.shape == (50, 90)
     assert 2 * (mask & lesion).sum() / (mask.sum() + lesion.sum()) > 0.95
+
+
+def test_inputs_are_checked_before_the_model_loads_and_out_is_not_created(tmp_path, capsys):
+    """A mistyped path is the whole input: exit 2 and no empty --out (the model is never read,
+    so a missing one is not what gets reported)."""
+    with pytest.raises(PredictError, match=r"no images .*nope: no such file or folder"):
+        predict_folder(str(tmp_path / "absent.keras"), [str(tmp_path / "nope")], str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_named_twice_is_segmented_once_and_a_stem_clash_names_the_other_input(
+    model_path, images, tmp_path
+):
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(images / "a.jpg").save(other / "a.png")
+    result = predict_folder(
+        model_path, [str(images), str(images / "a.jpg"), str(other / "a.png")], str(tmp_path / "out")
+    )
+    assert result.written == 3
+    assert result.problems == [
+        (str(other / "a.png"), f"{images / 'a.jpg'} has the same stem, a; its mask would overwrite this one")
+    ]
+
+
+def test_tiff_and_webp_are_found_in_folders_and_other_files_are_counted(model_path, images, tmp_path, capsys):
+    Image.open(images / "a.jpg").save(images / "t.tif")
+    Image.open(images / "a.jpg").save(images / "w.webp")
+    (images / "notes.txt").write_text("x")
+    code = predict.main(["--model", model_path, str(images), "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png", "c.png", "t.png", "w.png"]
+    out = capsys.readouterr().out
+    assert "1 file(s) in the folders not images of a known type (.txt), left out" in out
+    assert "(listed above)" not in out
+
+
+def test_a_kept_mask_gets_its_overlay_from_the_mask_and_a_new_mask_redraws_its_overlay(
+    model_path, images, tmp_path
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    kept = np.zeros((50, 70), np.uint8)
+    kept[10:30, 20:50] = 255  # not what the model predicts: the overlay must outline this box
+    Image.fromarray(kept).save(out / "a.png")
+    result = predict_folder(model_path, [str(images / "a.jpg")], str(out), overlay=True)
+    assert (result.written, result.overlays_drawn, result.problems) == (0, 1, [])
+    moved = np.asarray(Image.open(out / "overlays" / "a.jpg")).astype(int) - np.asarray(
+        Image.open(images / "a.jpg")
+    ).astype(int)
+    magenta = (moved[..., 0] + moved[..., 2]) / 2 - moved[..., 1] > 40  # towards (255, 0, 255)
+    assert magenta[10, 22:48].mean() > 0.8 and magenta[29, 22:48].mean() > 0.8
+    assert not magenta[:, :15].any() and not magenta[36:].any()
+    stamp = os.path.getmtime(out / "overlays" / "a.jpg")
+    os.utime(out / "overlays" / "a.jpg", (stamp - 100, stamp - 100))
+    result = predict_folder(model_path, [str(images / "a.jpg")], str(out), overwrite=True)  # no --overlay
+    assert result.written == 1
+    assert os.path.getmtime(out / "overlays" / "a.jpg") > stamp - 50  # redrawn with the new mask
+
+
+def test_max_pixels_decides_what_is_too_large(model_path, images, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after the test
+    argv = ["--model", model_path, str(images / "a.jpg"), "--out", str(tmp_path / "out")]
+    assert predict.main([*argv, "--max-pixels", "1000"]) == 1
+    assert "more than 1,000 pixels" in capsys.readouterr().err
+    assert predict.main([*argv, "--max-pixels", "10000"]) == 0

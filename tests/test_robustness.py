@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +87,20 @@ def inject(case: str, split_dir: str) -> None:
         smooth = _smooth(4000, 6000)
         Image.fromarray(smooth if "training" in split_dir else smooth[::-1]).save(image, quality=90)
         Image.fromarray(_box_mask(4000, 6000)).save(mask)
+    elif case == "PNG with damaged pixel data":
+        os.remove(image)
+        noisy = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        Image.fromarray(noisy).save(image[:-4] + ".png")
+        data = bytearray(open(image[:-4] + ".png", "rb").read())
+        data[data.index(b"IDAT") + 200] ^= 0x55  # one byte inside the compressed pixels
+        open(image[:-4] + ".png", "wb").write(data)
+    elif case == "image over the pixel limit":  # a header that claims 12000x9000 is enough
+        os.remove(image)
+        Image.fromarray(_smooth(8, 8)).save(image[:-4] + ".png")
+        data = bytearray(open(image[:-4] + ".png", "rb").read())
+        data[16:24] = struct.pack(">II", 12000, 9000)
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+        open(image[:-4] + ".png", "wb").write(data)
     elif case == "symlink loop":
         os.remove(image)
         os.symlink(image + ".other.jpg", image)
@@ -110,6 +126,8 @@ CASES = [
     Case("two images with one ID", "image/ISIC_*.png", "error", 2, 2, 1, "two images share the ID"),
     Case("all-black (empty) mask", "label/ISIC_*_segmentation.png", "warning", 0, 0, 0, "empty mask"),
     Case("6000x4000 image", "", "ok", 0, 0, 0, ""),
+    Case("PNG with damaged pixel data", "image/ISIC_*.png", "error", 2, 2, 1, "corrupt image data"),
+    Case("image over the pixel limit", "image/ISIC_*.png", "error", 2, 2, 1, "too large to decode safely"),
     Case("symlink loop", "image/ISIC_*.jpg", "error", 2, 2, 1, "symlink loop"),
     Case("unreadable file (no permission)", "image/ISIC_*.jpg", "error", 2, 2, 1, "permission denied"),
     Case("empty folder", "", "error", 2, 2, 2, "no data set layout recognised"),

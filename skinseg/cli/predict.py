@@ -9,6 +9,7 @@ python predict.py --model runs/baseline --export exported/     # SavedModel + TF
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from skinseg.cli import exit_codes, import_tensorflow, positive_int, probability, setup_logging
@@ -48,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace masks that already exist in OUT (and an existing --export)",
     )
     parser.add_argument("--strict", action="store_true", help="stop at the first unreadable input")
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        metavar="N",
+        help="decode images of up to N pixels (default: Pillow's decompression-bomb guard, 89,478,485, "
+        "about 11000x8000; a larger image is skipped with a message)",
+    )
     parser.add_argument("--export", metavar="DIR", help="write a SavedModel and a TFLite file to DIR")
     return parser
 
@@ -61,6 +69,10 @@ def main(argv=None) -> int:
     if args.inputs and not args.out:
         parser.error("--out DIR is required to write masks")
     setup_logging()
+    if args.max_pixels:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = args.max_pixels
     import_tensorflow()
     from skinseg.evaluation.postprocess import PostProcessing
     from skinseg.models.export import export
@@ -87,14 +99,21 @@ def main(argv=None) -> int:
     )
     for path, problem in result.problems:
         print(f"skipped {path}: {problem}", file=sys.stderr)
-    masks = (
-        f"; {result.skipped_masks} ground-truth mask file(s) (*_segmentation) not segmented"
-        if result.skipped_masks
-        else ""
-    )
+    notes = []
+    if result.overlays_drawn:
+        notes.append(f"{result.overlays_drawn} missing overlay(s) drawn from the kept masks")
+    if result.skipped_masks:
+        notes.append(f"{result.skipped_masks} ground-truth mask file(s) (*_segmentation) not segmented")
+    if result.other_files:
+        suffixes = sorted({os.path.splitext(p)[1].lower() or "(no suffix)" for p in result.other_files})
+        notes.append(
+            f"{len(result.other_files)} file(s) in the folders not images of a known type "
+            f"({', '.join(suffixes)}), left out"
+        )
     print(
         f"wrote {result.written} mask(s) to {args.out} in {result.seconds:.1f} s "
         f"({result.images_per_s:.1f} images/s); {result.skipped_existing} existing left alone, "
-        f"{len(result.problems)} input(s) not segmented (listed above){masks}"
+        f"{len(result.problems)} input(s) not segmented{' (listed above)' if result.problems else ''}"
+        + "".join(f"; {note}" for note in notes)
     )
     return 1 if result.problems else 0
