@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 from bench.data import REAL
 from bench.report import finish, metric_means, parser
 
@@ -34,6 +36,13 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=os.path.join("bench", "out", "pretrained_run"))
     p.add_argument("--install", action="store_true", help="copy the model into models/pretrained/")
     p.add_argument("--skip-training", action="store_true", help="use the run already in --out")
+    p.add_argument(
+        "--repeats",
+        metavar="ABLATION_JSON",
+        default=os.path.join("bench", "out", "ablation", "ablation.json"),
+        help="bench.ablation's results, whose 'both data sets' runs (this command over seeds) the model "
+        "card reports beside this run (default: %(default)s, when it exists)",
+    )
     args = p.parse_args(argv)
     data = args.data or [REAL, EXTRA]
     missing = [d for d in data if not os.path.isdir(d)]
@@ -72,11 +81,20 @@ def main(argv=None) -> None:
         if size_mb > LIMIT_MB:
             raise SystemExit(f"{run.best_network}: {size_mb:.1f} MB, over the {LIMIT_MB} MB limit")
         command = " ".join(train_cmd[1:]).replace(os.path.dirname(REAL), "../shared/data")
-        install(run, summary, row, command)
+        install(run, summary, row, command, _repeats(args.repeats))
     finish("pretrained", args, [row], [k for k in row if k != "mask_step"], {"test_dice": row["dice"]})
 
 
-def install(run, summary: dict, row: dict, command: str) -> None:
+def _repeats(path: str) -> list[float]:
+    """Test Dice of the same command's runs over seeds, from bench.ablation (empty without them)."""
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        runs = json.load(handle).get("both data sets", {}).get("runs", [])
+    return [float(r["dice"]) for r in runs]
+
+
+def install(run, summary: dict, row: dict, command: str, repeats: list[float] = ()) -> None:
     from skinseg.data_pipeline.atomic import atomic_path, write_json, write_text
     from skinseg.models.predict import PRETRAINED
 
@@ -96,11 +114,20 @@ def install(run, summary: dict, row: dict, command: str) -> None:
         }
         for i, root in enumerate(sources)
     }
-    write_text(os.path.join(TARGET, "MODEL_CARD.md"), card(config, summary, row, command, counts))
+    write_text(os.path.join(TARGET, "MODEL_CARD.md"), card(config, summary, row, command, counts, repeats))
 
 
-def card(config, summary: dict, row: dict, command: str, counts: dict) -> str:
+def card(config, summary: dict, row: dict, command: str, counts: dict, repeats: list[float] = ()) -> str:
     m = summary["metrics"]
+    if len(repeats) > 1:
+        spread = (
+            f'- The same command over {len(repeats)} seeds (bench.ablation, lever "both data sets"; this '
+            f"model is one of them) scored Dice {np.mean(repeats):.4f} ± {np.std(repeats, ddof=1):.4f} "
+            f"(runs: {', '.join(f'{d:.4f}' for d in repeats)}): another run of it is about that far from "
+            "this one."
+        )
+    else:
+        spread = "- One training run (no seed repeats): another run of the same command differs by about 0.01 Dice."
     lo, hi = m["dice"]["ci95"]
     data_lines = "\n".join(
         f"| {name} | {c['train']} | {c['validation']} | {c['test']} |" for name, c in counts.items()
@@ -125,8 +152,9 @@ repository. {config.epochs} epochs ({row["train_min"]:.0f} min on a 2-core CPU),
 {data_lines}
 
 ## Data and licences
-ISIC Archive images (ISIC 2016-2018 challenges; the reference's 1,000 and 1,694 more from ISIC
-2018 Task 1), each under its own licence: CC-0, CC-BY or CC-BY-NC. The model is for **research
+ISIC Archive images of the ISIC 2018 Task 1 challenge (its training and validation sets): the
+reference's 800 training images (its 200 test images are held out to score the model) and 1,694
+more; each under its own licence: CC-0, CC-BY or CC-BY-NC. The model is for **research
 use**; it is not a medical device and must not be used for diagnosis.
 
 ## Metrics (the reference's 200 test images, never trained or selected on)
@@ -142,9 +170,11 @@ pixels of a 128x128 image; on a full-resolution photograph the same error spans 
 - Trained on 128 px dermoscopy only: clinical (non-dermoscopic) photographs, and images whose
   lesion fills the frame or is cut by its border, are outside what it saw.
 - Images are stretched to a square; very elongated images lose resolution along their long side.
-- One training run (no seed repeats): another run of the same command differs by about 0.01 Dice.
+{spread}
 - ISIC's population (mostly fair skin, a few institutions); accuracy on other skin types and
-  other clinics' devices is not measured here.
+  other clinics' devices is not measured here. On the one cross-source check the project has
+  (ISIC 2018 images, models trained on the reference set only), `predict.py --tta` (four flipped
+  passes) raised Dice for every seed: see BENCHMARKS.md, bench.ablation.
 """
 
 

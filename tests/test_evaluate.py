@@ -377,3 +377,13 @@ def test_repeat_groups_keep_different_configurations_apart(tmp_path):
     assert sorted(len(g) for g in groups.values()) == [1, 1, 2]
     assert [r["name"] for r in groups["tiny"]] == ["tiny-s0", "tiny-s1"]
     assert [r["name"] for r in groups["tiny'"]] == ["tiny"] and "long" in groups
+
+
+@pytest.mark.parametrize(
+    "data", [["--data", "A", "--data", "B"], ["--data", "IMAGES", "MASKS", "EXTRA"]], ids=["twice", "three"]
+)
+def test_data_names_one_test_set_and_more_is_refused_not_dropped(data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(["--run", str(tmp_path), *data])
+    assert stop.value.code == 2
+    assert "one test set per call" in capsys.readouterr().err

@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--data",
         nargs="+",
+        action="append",
         metavar="PATH",
-        help="evaluate on this data set's test split instead of the run's",
+        help="evaluate on this data set's test split instead of the run's: a data set folder, or an "
+        "image folder and its mask folder (one test set per call)",
     )
     data.add_argument(
         "--skip-bad", action="store_true", help="leave out unusable test files instead of stopping"
@@ -83,7 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 @exit_codes
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.data:
+        if len(args.data) > 1 or len(args.data[0]) > 2:
+            given = " ".join(" ".join(paths) for paths in args.data)
+            parser.error(
+                f"--data {given}: evaluate.py scores one test set per call; give --data ROOT or "
+                "--data IMAGES MASKS (call it again for another set)"
+            )
+        args.data = args.data[0]
     setup_logging()
     import_tensorflow()
     from skinseg.evaluation.compare_runs import evaluate_all
