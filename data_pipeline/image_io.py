@@ -7,7 +7,8 @@ Images and masks are read as a viewer shows them: an EXIF orientation tag is app
 
 Conversions (also listed in the README):
 - grayscale image -> replicated to RGB; RGBA/LA -> alpha dropped; palette -> RGB; CMYK -> RGB;
-  16-bit image -> scaled to 8 bits.
+  16-bit image -> scaled to 8 bits by its bit depth (10/12/14/16); float image in [0, 1] -> x255;
+  multi-page TIFF / animated WebP -> first frame.
 - mask with several channels -> luminance; mask whose maximum is 1 -> labels {0, 1};
   16-bit mask (maximum above 255) -> lesion where value > 32767; otherwise lesion where > 127
   (this also binarises JPEG-compressed masks).
@@ -26,10 +27,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from skinseg.data_pipeline.atomic import atomic_path
 from skinseg.data_pipeline.errors import ImageReadError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+# Checked by hand in _open: Pillow's own warning at its limit would need a per-call warnings filter,
+# which is not thread-safe (images are decoded in threads), so it is silenced once here.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 @dataclass(frozen=True)
@@ -60,21 +65,27 @@ def _open(path: str) -> Image.Image:
     if size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(path)
+        im = Image.open(path)  # Pillow itself refuses twice its limit (DecompressionBombError)
     except PermissionError:
         raise ImageReadError(path, "permission denied (make the file readable)") from None
     except UnidentifiedImageError:
         raise ImageReadError(path, "not a readable image (unknown format or corrupt header)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageReadError(
-            path,
-            f"image too large to decode safely: more than {Image.MAX_IMAGE_PIXELS:,} pixels, the "
-            "decompression-bomb guard (predict.py --max-pixels N raises it)",
-        ) from None
+    except Image.DecompressionBombError:
+        raise _too_large(path) from None
     except OSError as err:
         raise ImageReadError(path, f"cannot open ({err})") from None
+    if Image.MAX_IMAGE_PIXELS and im.size[0] * im.size[1] > Image.MAX_IMAGE_PIXELS:
+        im.close()
+        raise _too_large(path)
+    return im
+
+
+def _too_large(path: str) -> ImageReadError:
+    return ImageReadError(
+        path,
+        f"image too large to decode safely: more than {Image.MAX_IMAGE_PIXELS:,} pixels, the "
+        "decompression-bomb guard (predict.py --max-pixels N raises it)",
+    )
 
 
 def _load(path: str, im: Image.Image) -> None:
@@ -115,6 +126,8 @@ def read_image(path: str, min_size: tuple[int, int] | None = None) -> Decoded:
                 extent = (opened.size[1] * scale, opened.size[0] * scale)
         _load(path, opened)
         notes: list[str] = []
+        if getattr(opened, "n_frames", 1) > 1:
+            notes.append(f"{opened.n_frames} frames (multi-page or animated): the first one used")
         im = opened
         if orientation != 1:
             im = ImageOps.exif_transpose(opened)
@@ -128,7 +141,7 @@ def read_image(path: str, min_size: tuple[int, int] | None = None) -> Decoded:
             notes.append("grayscale image replicated to RGB")
         elif mode in _HIGH_DEPTH_MODES:
             arr = _to_uint8(np.asarray(im))
-            notes.append(f"{mode} image scaled to 8 bits and replicated to RGB")
+            notes.append(f"{mode} image scaled to 8 bits (by its bit depth) and replicated to RGB")
         elif mode in ("RGBA", "LA", "PA"):
             arr = np.asarray(im.convert("RGB"))
             notes.append(f"{mode} image: alpha channel dropped")
@@ -144,7 +157,16 @@ def read_image(path: str, min_size: tuple[int, int] | None = None) -> Decoded:
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+    """8 bits from a high-depth image: floats with maximum <= 1 are read as [0, 1]; integers above
+    255 as 10, 12, 14 or 16 bits, the smallest depth that holds their maximum (cameras store 12-bit
+    data in 16-bit files; scaling by 65535 would make it nearly black)."""
+    peak = float(arr.max(initial=0))
+    if np.issubdtype(arr.dtype, np.floating) and peak <= 1.0:
+        top = 1.0
+    elif peak > 255:
+        top = next((2.0**bits - 1 for bits in (10, 12, 14) if peak <= 2**bits - 1), 65535.0)
+    else:
+        top = 255.0
     return np.clip(np.rint(arr.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
 
 

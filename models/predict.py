@@ -20,6 +20,10 @@ from skinseg.models.inference import Forward, input_size, load_segmenter, stream
 
 log = logging.getLogger("skinseg")
 
+# Data sets pair images with masks by IMAGE_SUFFIXES; single images may also come as TIFF or WebP
+# (other clinics' exports).
+PREDICT_SUFFIXES = (*IMAGE_SUFFIXES, ".tif", ".tiff", ".webp")
+
 # Ground-truth masks that sit beside their images in ISIC downloads: ID_segmentation.png.
 _MASK_STEM = re.compile(r"_segmentation$", re.I)
 
@@ -117,6 +121,8 @@ class PredictResult:
     skipped_masks: int = 0  # inputs named like ground-truth masks (ID_segmentation.png)
     other_files: list[str] = field(default_factory=list)  # files in input folders that are not images
     overlays_drawn: int = 0  # overlays drawn for masks that were kept
+    overlay_problems: list[tuple[str, str]] = field(default_factory=list)  # kept masks left without one
+    stale_overlays: int = 0  # overlays of an earlier run whose masks were written anew without --overlay
     problems: list[tuple[str, str]] = field(default_factory=list)  # (input, why it was not segmented)
     seconds: float = 0.0
     first_batch_seconds: float = 0.0  # start-up: loading, tracing and the first batch
@@ -127,24 +133,27 @@ class PredictResult:
 
 
 def list_inputs(inputs: list[str]) -> tuple[list[str], int, list[tuple[str, str]], list[str]]:
-    """Image files from files and folders (not recursive; a file named twice counts once), the
+    """Image files from files and folders (not recursive; a path given twice counts once), the
     number of mask files left out, the inputs that do not exist, and the files in the folders
     that are not images of a known suffix."""
     files, masks, problems, others, seen = [], 0, [], [], set()
 
     def add(path: str) -> None:
-        real = os.path.realpath(path)
-        if real not in seen:
-            seen.add(real)
+        # The same name given twice (photos/a.jpg and ./photos/a.jpg); a link is another name.
+        if os.path.abspath(path) not in seen:
+            seen.add(os.path.abspath(path))
             files.append(path)
 
     for item in inputs:
         if os.path.isdir(item):
+            if os.path.abspath(item) in seen:
+                continue
+            seen.add(os.path.abspath(item))
             for name in sorted(os.listdir(item)):
                 stem, ext = os.path.splitext(name)
                 if name.startswith("."):
                     continue
-                if ext.lower() not in IMAGE_SUFFIXES:
+                if ext.lower() not in PREDICT_SUFFIXES:
                     if os.path.isfile(os.path.join(item, name)):
                         others.append(os.path.join(item, name))
                     continue
@@ -175,22 +184,23 @@ def predict_folder(
     """Writes OUT/STEM.png (0/255) for every input image, and OUT/overlays/STEM.jpg with
     `overlay`. Streams: memory holds two batches of decoded images (full size with `overlay`),
     whatever the number of inputs. An existing mask is left as it is without `overwrite`; its
-    missing overlay is still drawn, from that mask. A mask written anew redraws its overlay if
-    one exists. Inputs are checked before the model loads: none readable is an error, and --out
-    is not created."""
+    missing overlay is still drawn, from that mask. What to write is settled before the model
+    loads: no image found, or (with `strict`) a missing input or a clash of names, stops there,
+    and --out is not created."""
     from skinseg.metrics.figures import overlay as draw_overlay
 
     post = post or PostProcessing()
 
     if os.path.exists(out) and not os.path.isdir(out):
         raise PredictError(f"{out}: --out is a file; it must be a folder for the masks")
-    out_real = os.path.realpath(out)
+    overlays = os.path.join(out, "overlays")
     for item in inputs:
-        if os.path.isdir(item) and os.path.realpath(item) == out_real:
-            raise PredictError(
-                f"{out}: --out is also an input folder; the masks would replace or mix with its images. "
-                "Choose another folder"
-            )
+        for kind, folder in (("--out", out), ("--out/overlays", overlays)):
+            if os.path.isdir(item) and os.path.realpath(item) == os.path.realpath(folder):
+                raise PredictError(
+                    f"{folder}: {kind} is also an input folder; the masks would replace or mix with its "
+                    "images. Choose another folder"
+                )
     files, masks, problems, others = list_inputs(inputs)
     result = PredictResult(skipped_masks=masks, problems=problems, other_files=others)
     if not files:
@@ -201,17 +211,9 @@ def predict_folder(
             found.append(f"{len(others)} file(s) of other types, e.g. {os.path.basename(others[0])}")
         found += [f"{path}: {why}" for path, why in problems]
         raise PredictError(
-            f"no images ({', '.join(suffix.lstrip('.').upper() for suffix in IMAGE_SUFFIXES)}) in "
+            f"no images ({', '.join(suffix.lstrip('.').upper() for suffix in PREDICT_SUFFIXES)}) in "
             f"{', '.join(inputs)}" + (f" ({'; '.join(found)})" if found else "")
         )
-    if strict and problems:
-        raise PredictError(f"{problems[0][0]}: {problems[0][1]}")
-    model = load_segmenter(model_path)
-    size = input_size(model)
-    os.makedirs(out, exist_ok=True)
-    overlays = os.path.join(out, "overlays")
-    if overlay:
-        os.makedirs(overlays, exist_ok=True)
     owners: dict[str, str] = {}
     todo, redraw = [], []
     for path in files:
@@ -223,8 +225,8 @@ def predict_folder(
                 (path, f"{owners[stem]} has the same stem, {stem}; its mask would overwrite this one")
             )
             continue
-        if os.path.realpath(target) == os.path.realpath(path):
-            problems.append((path, "its mask would be written over it (it is in --out)"))
+        if os.path.realpath(path) in {os.path.realpath(p) for p in (target, drawn if overlay else target)}:
+            problems.append((path, "its mask or overlay would be written over it (it is in --out)"))
             continue
         owners[stem] = path
         if os.path.exists(target) and not overwrite:
@@ -232,31 +234,50 @@ def predict_folder(
             if overlay and not os.path.exists(drawn):
                 redraw.append((path, target, drawn))  # from the kept mask, not a new prediction
             continue
-        # An overlay left from an earlier run is redrawn with its new mask rather than left stale.
-        todo.append((path, target, drawn if overlay or os.path.exists(drawn) else None))
+        if not overlay and os.path.exists(drawn):
+            result.stale_overlays += 1
+        todo.append((path, target, drawn if overlay else None))
+    if strict and problems:
+        raise PredictError(f"{problems[0][0]}: {problems[0][1]}")
     if result.skipped_existing:
         log.info(
             "%d mask(s) already in %s left as they are (--overwrite replaces them)",
             result.skipped_existing,
             out,
         )
-    if strict and problems:
-        raise PredictError(f"{problems[0][0]}: {problems[0][1]}")
+    if result.stale_overlays:
+        log.warning(
+            "%d overlay(s) in %s will be older than their new masks (--overlay redraws them)",
+            result.stale_overlays,
+            overlays,
+        )
+    model = load_segmenter(model_path)
+    size = input_size(model)
+    os.makedirs(out, exist_ok=True)
+    if overlay:
+        os.makedirs(overlays, exist_ok=True)
+
+    def no_overlay(path: str, why: str) -> None:
+        if strict:
+            raise PredictError(f"{path}: {why}")
+        result.overlay_problems.append((path, why))
+
     for path, target, drawn in redraw:
         try:
-            image, mask = read_image(path).array, read_mask(target).array
+            image = read_image(path).array
         except DataError as err:
-            if strict:
-                raise PredictError(str(err)) from None
-            problems.append((path, getattr(err, "problem", str(err))))
+            no_overlay(path, getattr(err, "problem", str(err)))
+            continue
+        try:
+            mask = read_mask(target).array
+        except DataError as err:
+            no_overlay(path, f"its kept mask {target}: {getattr(err, 'problem', str(err))}")
             continue
         if mask.shape != image.shape[:2]:
-            problems.append(
-                (
-                    path,
-                    f"no overlay: the kept mask {target} is {mask.shape[1]}x{mask.shape[0]}, the image "
-                    f"{image.shape[1]}x{image.shape[0]} (--overwrite segments it again)",
-                )
+            no_overlay(
+                path,
+                f"its kept mask {target} is {mask.shape[1]}x{mask.shape[0]}, the image "
+                f"{image.shape[1]}x{image.shape[0]} (--overwrite segments it again)",
             )
             continue
         write_image(drawn, draw_overlay(image, np.zeros_like(mask), mask), quality=90)

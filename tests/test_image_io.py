@@ -71,6 +71,24 @@ def test_16bit_image_scaled_to_8_bits(tmp_path):
     np.testing.assert_array_equal(decoded.array[:, :, 0], [[0, 255], [100, 200]])
 
 
+def test_12_bit_data_in_16_bit_files_and_float_images_use_their_range(tmp_path):
+    twelve = np.array([[0, 4095], [4095 // 3, 2048]], np.uint16)
+    path = str(tmp_path / "twelve.png")
+    Image.fromarray(twelve).save(path)
+    np.testing.assert_array_equal(read_image(path).array[:, :, 0], [[0, 255], [85, 128]])
+    path = str(tmp_path / "float.tif")
+    Image.fromarray(np.array([[0.0, 1.0], [0.5, 0.2]], np.float32)).save(path)
+    np.testing.assert_array_equal(read_image(path).array[:, :, 0], [[0, 255], [128, 51]])
+
+
+def test_a_multi_page_tiff_uses_its_first_page_and_says_so(tmp_path):
+    pages = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (10, 200)]
+    path = str(tmp_path / "pages.tif")
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    decoded = read_image(path)
+    assert decoded.array.max() == 10 and any("2 frames" in note for note in decoded.notes)
+
+
 def test_jpeg_draft_decoding_keeps_at_least_the_requested_size(tmp_path):
     image = np.random.default_rng(0).integers(0, 256, (800, 1200, 3), dtype=np.uint8)
     path = _save(tmp_path / "big.jpg", image)

@@ -205,7 +205,7 @@ def test_tiff_and_webp_are_found_in_folders_and_other_files_are_counted(model_pa
     assert "(listed above)" not in out
 
 
-def test_a_kept_mask_gets_its_overlay_from_the_mask_and_a_new_mask_redraws_its_overlay(
+def test_a_kept_mask_gets_its_overlay_from_the_mask_and_a_stale_overlay_is_reported(
     model_path, images, tmp_path
 ):
     out = tmp_path / "out"
@@ -221,11 +221,58 @@ def test_a_kept_mask_gets_its_overlay_from_the_mask_and_a_new_mask_redraws_its_o
     magenta = (moved[..., 0] + moved[..., 2]) / 2 - moved[..., 1] > 40  # towards (255, 0, 255)
     assert magenta[10, 22:48].mean() > 0.8 and magenta[29, 22:48].mean() > 0.8
     assert not magenta[:, :15].any() and not magenta[36:].any()
-    stamp = os.path.getmtime(out / "overlays" / "a.jpg")
-    os.utime(out / "overlays" / "a.jpg", (stamp - 100, stamp - 100))
+    before = (out / "overlays" / "a.jpg").read_bytes()
     result = predict_folder(model_path, [str(images / "a.jpg")], str(out), overwrite=True)  # no --overlay
-    assert result.written == 1
-    assert os.path.getmtime(out / "overlays" / "a.jpg") > stamp - 50  # redrawn with the new mask
+    assert (result.written, result.stale_overlays) == (1, 1)  # reported, not redrawn unasked
+    assert (out / "overlays" / "a.jpg").read_bytes() == before
+
+
+def test_a_kept_mask_that_cannot_be_read_is_named_and_the_image_is_not_blamed(
+    model_path, images, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"")
+    (out / "b.png").write_bytes(np.zeros(10, np.uint8).tobytes())
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(out / "c.png")  # the images are 70x50
+    code = predict.main(["--model", model_path, str(images), "--out", str(out), "--overlay"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert f"no overlay for {images / 'a.jpg'}: its kept mask {out / 'a.png'}: empty file" in captured.err
+    assert f"its kept mask {out / 'c.png'} is 10x10, the image 70x50" in captured.err
+    assert "3 existing left alone, 0 input(s) not segmented" in captured.out
+    assert "3 kept mask(s) left without an overlay" in captured.out
+    with pytest.raises(PredictError, match="its kept mask"):
+        predict_folder(model_path, [str(images)], str(out), overlay=True, strict=True)
+
+
+def test_a_link_is_another_name_and_the_same_folder_twice_counts_once(model_path, images, tmp_path):
+    os.symlink(images / "a.jpg", images / "alias.jpg")
+    (images / "a_segmentation.png").write_bytes(b"x")
+    result = predict_folder(
+        model_path, [str(images), str(images) + "/", str(images / "a.jpg")], str(tmp_path / "out")
+    )
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "alias.png", "b.png", "c.png"]
+    assert (result.written, result.skipped_masks, result.problems) == (4, 1, [])
+
+
+def test_the_overlays_folder_of_out_is_refused_as_an_input(model_path, images, tmp_path):
+    predict_folder(model_path, [str(images)], str(tmp_path / "out"), overlay=True)
+    with pytest.raises(PredictError, match="--out/overlays is also an input folder"):
+        predict_folder(
+            model_path, [str(tmp_path / "out" / "overlays")], str(tmp_path / "out"), overwrite=True
+        )
+
+
+def test_with_strict_a_name_clash_stops_before_the_model_loads(images, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(images / "a.jpg").save(other / "a.png")
+    with pytest.raises(PredictError, match="has the same stem, a"):
+        predict_folder(
+            str(tmp_path / "no_model.keras"), [str(images), str(other)], str(tmp_path / "out"), strict=True
+        )
+    assert not (tmp_path / "out").exists()
 
 
 def test_max_pixels_decides_what_is_too_large(model_path, images, tmp_path, capsys, monkeypatch):
@@ -234,3 +281,4 @@ def test_max_pixels_decides_what_is_too_large(model_path, images, tmp_path, caps
     assert predict.main([*argv, "--max-pixels", "1000"]) == 1
     assert "more than 1,000 pixels" in capsys.readouterr().err
     assert predict.main([*argv, "--max-pixels", "10000"]) == 0
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # the process's limit is put back

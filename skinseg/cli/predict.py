@@ -69,10 +69,18 @@ def main(argv=None) -> int:
     if args.inputs and not args.out:
         parser.error("--out DIR is required to write masks")
     setup_logging()
-    if args.max_pixels:
-        from PIL import Image
+    from PIL import Image
 
-        Image.MAX_IMAGE_PIXELS = args.max_pixels
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        if args.max_pixels:
+            Image.MAX_IMAGE_PIXELS = args.max_pixels
+        return _run(args)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _run(args) -> int:
     import_tensorflow()
     from skinseg.evaluation.postprocess import PostProcessing
     from skinseg.models.export import export
@@ -99,9 +107,13 @@ def main(argv=None) -> int:
     )
     for path, problem in result.problems:
         print(f"skipped {path}: {problem}", file=sys.stderr)
+    for path, problem in result.overlay_problems:
+        print(f"no overlay for {path}: {problem}", file=sys.stderr)
     notes = []
     if result.overlays_drawn:
         notes.append(f"{result.overlays_drawn} missing overlay(s) drawn from the kept masks")
+    if result.overlay_problems:
+        notes.append(f"{len(result.overlay_problems)} kept mask(s) left without an overlay (listed above)")
     if result.skipped_masks:
         notes.append(f"{result.skipped_masks} ground-truth mask file(s) (*_segmentation) not segmented")
     if result.other_files:
@@ -116,4 +128,4 @@ def main(argv=None) -> int:
         f"{len(result.problems)} input(s) not segmented{' (listed above)' if result.problems else ''}"
         + "".join(f"; {note}" for note in notes)
     )
-    return 1 if result.problems else 0
+    return 1 if result.problems or result.overlay_problems else 0
