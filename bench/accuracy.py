@@ -27,7 +27,7 @@ def main(argv=None) -> None:
         print(f"bench.accuracy: {args.data} not found (the shared ISIC set); pass --data")
         print("RATIOS skipped=1")
         return
-    run = os.path.join(args.runs_dir, f"baseline-w32-cpu-recipe-{args.epochs}ep")
+    run = os.path.join(args.runs_dir, f"baseline-cpu-recipe-{args.epochs}ep")
     train_cmd = [
         sys.executable,
         "train.py",

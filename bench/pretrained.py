@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -120,11 +121,13 @@ def install(run, summary: dict, row: dict, command: str, repeats: list[float] = 
 def card(config, summary: dict, row: dict, command: str, counts: dict, repeats: list[float] = ()) -> str:
     m = summary["metrics"]
     if len(repeats) > 1:
-        spread = (
+        spread = textwrap.fill(
             f'- The same command over {len(repeats)} seeds (bench.ablation, lever "both data sets"; this '
             f"model is one of them) scored Dice {np.mean(repeats):.4f} ± {np.std(repeats, ddof=1):.4f} "
             f"(runs: {', '.join(f'{d:.4f}' for d in repeats)}): another run of it is about that far from "
-            "this one."
+            "this one.",
+            width=100,
+            subsequent_indent="  ",
         )
     else:
         spread = "- One training run (no seed repeats): another run of the same command differs by about 0.01 Dice."
@@ -143,7 +146,7 @@ output: a lesion mask at the image's own size. Mask step chosen on the validatio
 ## Training
 `python {command}` (`python -m bench.pretrained --install` reruns it and rewrites this card):
 the project's best CPU recipe (`--recipe best`: Dice+BCE, Adam with cosine schedule, augmentation on
-the accelerator, colour constancy), narrowed to width {config.width} so that the file ships in the
+the accelerator, colour constancy) at width {config.width}, small enough to ship in the
 repository. {config.epochs} epochs ({row["train_min"]:.0f} min on a 2-core CPU), best epoch
 {summary.get("best_epoch")} by validation Dice.
 
