@@ -7,11 +7,11 @@ Per lever: Dice mean ± sd over seeds; 95 % CI over test images of the per-image
 seeds; the effect against the recipe: mean per-image difference of that averaged Dice with its
 95 % bootstrap CI and the share of images improved, and the paired Wilcoxon p; the same on the
 cross-source set; minutes of training per run. Inference-only levers (TTA, no post-processing)
-reuse the recipe's networks. At the CPU budget (width 32, 128 px, 15 epochs) one run on the
-reference set takes about 25 minutes on the 2-core CPU, one on both sets about three times that:
-the whole default table is about 14 CPU-hours (estimated from those run times).
+reuse the recipe's networks. With the recipe's width 16 (128 px, 15 epochs) one run on the
+reference set takes about 8 minutes on the 2-core CPU, one on both sets about 26: the whole default
+table is about 4.5 CPU-hours (estimated from those run times; width 32 takes 3.5x as long).
 
-  python -m bench.ablation [--seeds 3] [--epochs 15] [--width 32] [--levers recipe tta ...]
+  python -m bench.ablation [--seeds 3] [--epochs 15] [--width 16] [--levers recipe tta ...]
                           [--fewer-seeds "both data sets" 2]
 
 A lever's run folder that already holds a finished run is scored, not retrained (e.g. the shipped
@@ -111,7 +111,7 @@ def main(argv=None) -> None:
     p = parser(__doc__)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--width", type=int, default=16)
     p.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
     p.add_argument(
         "--fewer-seeds",

@@ -19,8 +19,6 @@ import sys
 import textwrap
 import time
 
-import numpy as np
-
 from bench.data import REAL
 from bench.report import finish, metric_means, parser
 
@@ -119,11 +117,13 @@ def install(run, summary: dict, row: dict, command: str, repeats: list[float] = 
 
 
 def card(config, summary: dict, row: dict, command: str, counts: dict, repeats: list[float] = ()) -> str:
+    from skinseg.metrics.table import mean_sd
+
     m = summary["metrics"]
     if len(repeats) > 1:
         spread = textwrap.fill(
             f'- The same command over {len(repeats)} seeds (bench.ablation, lever "both data sets"; this '
-            f"model is one of them) scored Dice {np.mean(repeats):.4f} ± {np.std(repeats, ddof=1):.4f} "
+            f"model is one of them) scored Dice {mean_sd(repeats, '{:.4f}')} "
             f"(runs: {', '.join(f'{d:.4f}' for d in repeats)}): another run of it is about that far from "
             "this one.",
             width=100,

@@ -189,6 +189,9 @@ def predict_folder(
     and --out is not created."""
     from skinseg.metrics.figures import overlay as draw_overlay
 
+    def write_overlay(path: str, image: np.ndarray, mask: np.ndarray) -> None:
+        write_image(path, draw_overlay(image, np.zeros_like(mask), mask), quality=90)
+
     post = post or PostProcessing()
 
     if os.path.exists(out) and not os.path.isdir(out):
@@ -225,7 +228,8 @@ def predict_folder(
                 (path, f"{owners[stem]} has the same stem, {stem}; its mask would overwrite this one")
             )
             continue
-        if os.path.realpath(path) in {os.path.realpath(p) for p in (target, drawn if overlay else target)}:
+        written = [target, drawn] if overlay else [target]
+        if os.path.realpath(path) in map(os.path.realpath, written):
             problems.append((path, "its mask or overlay would be written over it (it is in --out)"))
             continue
         owners[stem] = path
@@ -280,7 +284,7 @@ def predict_folder(
                 f"{image.shape[1]}x{image.shape[0]} (--overwrite segments it again)",
             )
             continue
-        write_image(drawn, draw_overlay(image, np.zeros_like(mask), mask), quality=90)
+        write_overlay(drawn, image, mask)
         result.overlays_drawn += 1
 
     def load(item):
@@ -289,15 +293,13 @@ def predict_folder(
         extra = (decoded.original_size, decoded.covers, decoded.array if drawn else None)
         return prepare_image(decoded.array, size, preprocessing), extra
 
-    def finish(item, prob, original_size, covers, image) -> bool:
-        """Mask (and overlay) of one image, at its original size; True when a mask was written."""
+    def finish(item, prob, original_size, covers, image) -> None:
+        """Mask (and overlay) of one image, at its original size."""
         _, target, drawn = item
         mask = post.apply(to_original(prob, original_size, covers, preprocessing.fit))
-        if target:
-            write_image(target, mask.astype(np.uint8) * 255)
+        write_image(target, mask.astype(np.uint8) * 255)
         if drawn:
-            write_image(drawn, draw_overlay(image, np.zeros_like(mask), mask), quality=90)
-        return bool(target)
+            write_overlay(drawn, image, mask)
 
     start = last_report = time.perf_counter()
     forward = Forward(model)  # traced on its first batch
@@ -308,7 +310,8 @@ def predict_folder(
 
         def collect(limit: int) -> None:
             while len(behind) > limit:
-                result.written += behind.popleft().result()
+                behind.popleft().result()
+                result.written += 1
 
         for item, prob, extra in stream_predictions(forward, todo, load, batch_size=batch_size, tta=tta):
             if prob is None:
