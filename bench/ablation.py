@@ -31,7 +31,8 @@ import numpy as np
 
 from bench.data import REAL
 from bench.report import finish, parser
-from skinseg.data_pipeline.atomic import atomic_path
+from skinseg.core.atomic import atomic_path
+from skinseg.evaluation.score_run import run_progress
 
 EXTRA = os.path.join(os.path.dirname(REAL), "isic2018_extra128")
 
@@ -56,7 +57,7 @@ def _train(out: str, seed: int, args, extra: list[str]) -> float:
     """Trains the run unless its folder holds a finished one (an interrupted run is resumed, not
     scored half-trained); minutes of training, from the run's own epoch times (start-up and the
     post-processing choice left out), so runs trained now and earlier compare."""
-    from skinseg.run_folder import RunFolder
+    from skinseg.core.run_folder import RunFolder
 
     cmd = [sys.executable, "train.py", "--recipe", "best", "--data", args.data, "--seed", str(seed)]
     cmd += ["--epochs", str(args.epochs), "--width", str(args.width), "--out", out, "--verbose", "2"]
@@ -64,7 +65,8 @@ def _train(out: str, seed: int, args, extra: list[str]) -> float:
     if not run.has_config():
         subprocess.run([*cmd, *extra], check=True)
     else:
-        done, planned = run.progress()
+        progress = run_progress(run)
+        done, planned = progress["completed_epochs"], progress["epochs"]
         if done < planned:
             print(f"bench.ablation: {out} stopped after epoch {done} of {planned}; resuming it")
             subprocess.run(
@@ -77,7 +79,7 @@ def _score(out: str, extra: list[str], data: list[str] | None, cache: dict) -> d
     """Per-image Dice of the run's best.keras (with `extra` evaluate.py options, on `data` or the
     run's own test split). Kept in `cache` under the network's digest, so rerunning the bench to
     add a lever rescoring nothing it scored before."""
-    from skinseg.run_folder import RunFolder, file_digest
+    from skinseg.core.run_folder import RunFolder, file_digest
 
     run = RunFolder(out)
     key = json.dumps([os.path.basename(out), file_digest(run.best_network), extra, data])
@@ -135,8 +137,8 @@ def main(argv=None) -> None:
         print(f"bench.ablation: {args.data} not found; pass --data")
         print("RATIOS skipped=1")
         return
+    from skinseg.evaluation.table import averaged_dice, mean_sd, paired_wilcoxon
     from skinseg.metrics.aggregate import bootstrap_ci
-    from skinseg.metrics.table import averaged_dice, mean_sd, paired_wilcoxon
 
     os.makedirs(args.out, exist_ok=True)
     cache_path = os.path.join(args.out, "scores.json")

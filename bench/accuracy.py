@@ -14,7 +14,7 @@ import time
 from bench.data import REAL
 from bench.report import finish, metric_means, parser
 
-RECIPE = ["--recipe", "best"]  # training/recipes.py
+RECIPE = ["--recipe", "best"]  # skinseg/training/recipes.py
 
 
 def main(argv=None) -> None:
@@ -50,7 +50,7 @@ def main(argv=None) -> None:
         [sys.executable, "evaluate.py", "--all", "--runs-dir", args.runs_dir, "--force"], check=True
     )
     eval_s = time.perf_counter() - start
-    from skinseg.run_folder import RunFolder
+    from skinseg.core.run_folder import RunFolder
 
     summary = RunFolder(run).read_summary()
     m = summary["metrics"]

@@ -18,7 +18,7 @@ from bench.report import finish, parser, timed
 def runners(model, size, work):
     import tensorflow as tf
 
-    from skinseg.models.inference import Forward, predict_probabilities
+    from skinseg.inference.network import Forward, predict_probabilities
 
     export = os.path.join(work, f"saved_{size}")
     model.export(export, format="tf_saved_model", verbose=False)
@@ -54,8 +54,9 @@ def end_to_end(model, work: str, count: int, shape: tuple[int, int], batch: int,
     import keras
 
     from bench.streaming import write_pairs
-    from skinseg.models.inference import Forward
-    from skinseg.models.predict import PRETRAINED, predict_folder
+    from skinseg.inference.description import PRETRAINED
+    from skinseg.inference.network import Forward
+    from skinseg.inference.predict_folder import predict_folder
 
     folder = os.path.join(work, "jpegs")
     write_pairs(folder, count, shape)

@@ -18,7 +18,7 @@ from bench.report import finish, parser
 
 
 def _step_seconds(run: str, steps: int) -> float:
-    from skinseg.run_folder import RunFolder
+    from skinseg.core.run_folder import RunFolder
 
     times = [row["time_s"] for row in RunFolder(run).read_history()[1:]]
     return statistics.median(times) / steps

@@ -113,7 +113,7 @@ def torch_infer(model, images: np.ndarray, steps: int) -> float:
 
 
 def keras_infer(network, images: np.ndarray, steps: int, jit_compile: bool, fold: bool) -> float:
-    from skinseg.models.inference import Forward
+    from skinseg.inference.network import Forward
 
     forward = Forward(network, jit_compile=jit_compile, fold=fold)
     forward(images)

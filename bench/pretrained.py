@@ -23,7 +23,9 @@ from bench.data import REAL
 from bench.report import finish, metric_means, parser
 
 EXTRA = os.path.join(os.path.dirname(REAL), "isic2018_extra128")
-TARGET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "pretrained")
+TARGET = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "skinseg", "models", "pretrained"
+)
 LIMIT_MB = 10.0
 
 
@@ -33,7 +35,7 @@ def main(argv=None) -> None:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--data", action="append", help="data sets (default: the two shared ISIC sets)")
     p.add_argument("--out", default=os.path.join("bench", "out", "pretrained_run"))
-    p.add_argument("--install", action="store_true", help="copy the model into models/pretrained/")
+    p.add_argument("--install", action="store_true", help="copy the model into skinseg/models/pretrained/")
     p.add_argument("--skip-training", action="store_true", help="use the run already in --out")
     p.add_argument(
         "--repeats",
@@ -59,7 +61,7 @@ def main(argv=None) -> None:
         subprocess.run([*train_cmd, "--overwrite"], check=True)
         train_s = time.perf_counter() - start
     subprocess.run([sys.executable, "evaluate.py", "--run", args.out, "--force"], check=True)
-    from skinseg.run_folder import RunFolder
+    from skinseg.core.run_folder import RunFolder
 
     run = RunFolder(args.out)
     summary = run.read_summary()
@@ -94,13 +96,14 @@ def _repeats(path: str) -> list[float]:
 
 
 def install(run, summary: dict, row: dict, command: str, repeats: list[float] = ()) -> None:
-    from skinseg.data_pipeline.atomic import atomic_path, write_json, write_text
-    from skinseg.models.predict import PRETRAINED
+    from skinseg.core.atomic import atomic_path, write_json, write_text
+    from skinseg.inference.description import PRETRAINED
+    from skinseg.training.config import RunConfig
 
     os.makedirs(TARGET, exist_ok=True)
     with atomic_path(PRETRAINED) as tmp:
         shutil.copyfile(run.best_network, tmp)
-    config = run.read_config()
+    config = RunConfig.load(run.config_path)
     write_json(os.path.join(TARGET, "preprocessing.json"), config.preprocessing.to_json())
     with open(run.postprocess_path, encoding="utf-8") as handle:
         post = json.load(handle)
@@ -117,7 +120,7 @@ def install(run, summary: dict, row: dict, command: str, repeats: list[float] = 
 
 
 def card(config, summary: dict, row: dict, command: str, counts: dict, repeats: list[float] = ()) -> str:
-    from skinseg.metrics.table import mean_sd
+    from skinseg.evaluation.table import mean_sd
 
     m = summary["metrics"]
     if len(repeats) > 1:
@@ -182,7 +185,7 @@ pixels of a 128x128 image; on a full-resolution photograph the same error spans 
 
 
 def _describe(record: dict) -> str:
-    from skinseg.evaluation.postprocess import PostProcessing
+    from skinseg.inference.postprocess import PostProcessing
 
     return PostProcessing.from_json(record).describe()
 

@@ -47,26 +47,24 @@ def main(argv=None) -> None:
     p = parser(__doc__)
     p.add_argument("--run", required=True)
     args = p.parse_args(argv)
-    from skinseg.evaluation.postprocess import PostProcessing
+    from skinseg.core.run_folder import RunFolder
+    from skinseg.data_pipeline.split import read_split
     from skinseg.evaluation.score_run import EvalSettings, masks_to_score
     from skinseg.evaluation.spacing import parse_spacing
-    from skinseg.models.inference import Forward, load_segmenter
-    from skinseg.run_folder import RunFolder
+    from skinseg.inference.postprocess import PostProcessing
+    from skinseg.inference.segmenter import Segmenter
 
     run = RunFolder(args.run)
-    config = run.read_config()
-    model = load_segmenter(run.best_network)
     stored = run.read_summary()["settings"]
     settings = EvalSettings(**{k: v for k, v in stored.items() if k not in ("version", "data")})
-    pairs = run.read_split()["test"]
+    pairs = read_split(run.split_path)["test"]
     ours = {row["id"]: row for row in run.read_per_image()}
     worst = dict.fromkeys([*OVERLAP, *DISTANCES], 0.0)
     checked = 0
     spacing_of = parse_spacing(settings.spacing)
     post = PostProcessing.from_json(run.read_summary()["postprocess"])  # the masks evaluate.py scored
-    for pair, pred, truth, spacing, _, _ in masks_to_score(
-        Forward(model), pairs, config.preprocessing, settings, spacing_of=spacing_of, post=post
-    ):
+    segmenter = Segmenter.from_run(run.path, tta=settings.tta, post=post)
+    for pair, pred, truth, spacing, _, _ in masks_to_score(segmenter, pairs, settings, spacing_of=spacing_of):
         for key, value in references(pred, truth, spacing).items():
             worst[key] = max(worst[key], abs(float(ours[pair.id][key]) - float(value)))
         checked += 1

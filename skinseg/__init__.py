@@ -1,19 +1,26 @@
 """skinseg: a Keras/TensorFlow toolkit for skin-lesion segmentation.
 
-Installed (`pip install .`), the subpackages (`skinseg.models`, `skinseg.data_pipeline`,
-`skinseg.losses`, `skinseg.metrics`, `skinseg.training`, `skinseg.evaluation`) live in this
-package's folder. In a source checkout they are the top-level folders beside this one, the layout
-the project keeps; adding the checkout to this package's search path lets `skinseg.models` find
-`models/` there, so the scripts run from a checkout with nothing installed, and nothing generic
-such as `models` is ever installed at the top level of site-packages.
+One package, floors that import only downwards (checked by import-linter, see pyproject.toml):
+
+    core            errors, atomic writes, the run folder (paths, lock, records)
+    models  data_pipeline  losses  metrics      networks, data, losses, metric maths
+    inference       the Segmenter: image -> preprocessing -> network -> mask at original size
+    training        the training loop and its run configuration
+    evaluation      scores through the Segmenter; tables and figures
+    cli             every command: parsing and one call
+
+The Python API is `skinseg.Segmenter` (imported lazily: `import skinseg` stays cheap).
 """
 
-import os
+__version__ = "0.3.0"
 
-__version__ = "0.2.0"
+__all__ = ["Segmenter", "__version__"]
 
-_checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if os.path.isfile(os.path.join(_checkout, "pyproject.toml")) and os.path.isdir(
-    os.path.join(_checkout, "data_pipeline")
-):
-    __path__.append(_checkout)
+
+def __getattr__(name: str):
+    # TensorFlow loads only when the API is used, so `--help` and the data tools start fast.
+    if name == "Segmenter":
+        from skinseg.inference.segmenter import Segmenter
+
+        return Segmenter
+    raise AttributeError(f"module 'skinseg' has no attribute {name!r}")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from skinseg.cli import predict, train
-from skinseg.run_folder import RunFolder
+from skinseg.core.run_folder import RunFolder
 from skinseg.training.config import ConfigError, RunConfig
 from tests.conftest import ROOT, TINY_TRAIN_ARGS
 
@@ -184,7 +184,7 @@ def test_resume_extends_with_epochs_and_reports_every_option_it_ignores(finished
     assert "ignoring --aug True" in text
     assert "extending the run from 2 to 3 epochs" in text
     assert [r["epoch"] for r in RunFolder(out).read_history()] == [1, 2, 3]
-    assert RunFolder(out).read_config().epochs == 3
+    assert RunConfig.load(RunFolder(out).config_path).epochs == 3
     caplog.clear()
     assert train.main(["--out", out, "--resume", "--verbose", "0"]) == 0
     assert "all 3 epochs are already done" in caplog.text and "--resume --epochs N extends" in caplog.text

@@ -3,8 +3,8 @@ import os
 import numpy as np
 import pytest
 
+from skinseg.core.errors import DataError
 from skinseg.data_pipeline.discovery import discover_pairs
-from skinseg.data_pipeline.errors import DataError
 from skinseg.data_pipeline.image_io import write_image
 from tests.conftest import write_pairs
 

@@ -285,15 +285,17 @@ def test_two_data_sets_are_split_and_scored_each_on_its_own(tmp_path):
 
 def test_post_processing_is_chosen_on_validation_and_used_by_evaluation_and_prediction(runs, tmp_path):
     from skinseg.cli import predict
-    from skinseg.evaluation.postprocess import PostProcessing
-    from skinseg.run_folder import RunFolder, file_digest
+    from skinseg.core.run_folder import RunFolder, file_digest
+    from skinseg.data_pipeline.split import read_split
+    from skinseg.evaluation.score_run import evaluation_is_current
+    from skinseg.inference.postprocess import PostProcessing, read_chosen, write_chosen
 
     run = RunFolder(os.path.join(runs, "baseline"))
     record = json.load(open(run.postprocess_path))  # chosen when training ended
-    assert record["chosen_on"]["images"] == len(run.read_split()["validation"]) > 0
+    assert record["chosen_on"]["images"] == len(read_split(run.split_path)["validation"]) > 0
     assert record["network_sha256"] == file_digest(run.best_network)
     # A recognisable choice: nothing is above 1.0, so every mask is empty.
-    run.write_postprocess(PostProcessing(threshold=1.0).to_json())
+    write_chosen(run, PostProcessing(threshold=1.0))
     summary = evaluate_run(run, figures=False)
     assert summary["postprocess"]["threshold"] == 1.0
     assert all(int(r["pred_pixels"]) == 0 for r in _rows(run.path))
@@ -317,18 +319,18 @@ def test_post_processing_is_chosen_on_validation_and_used_by_evaluation_and_pred
     # A record made for another network is not used: evaluation chooses again.
     record = json.load(open(run.postprocess_path))
     json.dump({**record, "network_sha256": "0" * 64}, open(run.postprocess_path, "w"))
-    assert run.read_postprocess() is None
+    assert read_chosen(run) is None
     again = evaluate_run(run, figures=False)
     assert again["postprocess"]["chosen_on"]["images"] > 0
-    assert run.read_postprocess() is not None
-    assert run.evaluation_is_current(again["settings"])
+    assert read_chosen(run) is not None
+    assert evaluation_is_current(run, again["settings"])
     # A damaged record is derived data: ignored with a warning, chosen again, replaced.
     with open(run.postprocess_path, "w") as handle:
         handle.write('{"threshold": "high"')
-    assert run.read_postprocess() is None
-    assert not run.evaluation_is_current(again["settings"])  # scored with a choice no longer on disk
+    assert read_chosen(run) is None
+    assert not evaluation_is_current(run, again["settings"])  # scored with a choice no longer on disk
     assert evaluate_run(run, figures=False)["postprocess"]["chosen_on"]["images"] > 0
-    assert run.read_postprocess() is not None
+    assert read_chosen(run) is not None
 
 
 def test_seeds_train_repeats_and_the_table_gives_their_mean_and_sd(tmp_path):
@@ -359,8 +361,8 @@ def test_seeds_train_repeats_and_the_table_gives_their_mean_and_sd(tmp_path):
 
 
 def test_repeat_groups_keep_different_configurations_apart(tmp_path):
+    from skinseg.core.run_folder import RunFolder
     from skinseg.evaluation.compare_runs import repeat_groups
-    from skinseg.run_folder import RunFolder
 
     runs = []
     for name, config in {
@@ -370,7 +372,7 @@ def test_repeat_groups_keep_different_configurations_apart(tmp_path):
         "long-s0": RunConfig(seed=0, width=4, epochs=99),  # differs only in length: not a repeat
     }.items():
         (tmp_path / name).mkdir()
-        RunFolder(tmp_path / name).write_config(config)
+        config.save(RunFolder(tmp_path / name).config_path)
         runs.append(RunFolder(tmp_path / name))
     results = [{"name": run.name} for run in runs]
     groups = repeat_groups(results, runs)

@@ -16,8 +16,9 @@ import keras
 import pytest
 
 from skinseg.cli import evaluate, predict, train
-from skinseg.data_pipeline.__main__ import main as data_main
-from skinseg.run_folder import RunFolder
+from skinseg.cli.data import main as data_main
+from skinseg.core.run_folder import RunFolder
+from skinseg.data_pipeline.split import read_split
 from tests.conftest import ROOT, TINY_TRAIN_ARGS, make_simple, write_pairs
 
 pytestmark = pytest.mark.integration  # trains models and starts processes
@@ -211,7 +212,7 @@ def test_names_that_are_not_utf8_or_not_normalised_pair_and_are_named(tmp_path, 
     assert "ISIC_\\udcff01.jpg: file name is not valid UTF-8" in out
     assert "without a" not in out  # both pairs found: no orphan image or mask
     assert _train(data, tmp_path / "run") == 0
-    split = RunFolder(tmp_path / "run").read_split()
+    split = read_split(RunFolder(tmp_path / "run").split_path)
     ids = {p.id for name in ("train", "validation") for p in split[name]}
     assert "caf\u00e9" in ids and "ISIC_\udcff01" in ids
     assert evaluate.main(["--run", str(tmp_path / "run")]) == 0
@@ -298,7 +299,7 @@ def test_a_failing_disk_stops_with_one_line_and_no_half_written_file(
     """The checkpoint writer fails as a full, forbidden or read-only disk makes it fail (root
     ignores permissions, so the failure is injected)."""
     data, _ = trained
-    from skinseg import run_folder
+    from skinseg.core import run_folder
 
     original = run_folder.RunFolder.save_network
 
@@ -314,11 +315,19 @@ def test_a_failing_disk_stops_with_one_line_and_no_half_written_file(
     monkeypatch.setattr(run_folder.RunFolder, "save_network", original)
 
 
-def _interrupt(args, wait_for):
-    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    end = time.time() + 120
-    while not wait_for() and time.time() < end and process.poll() is None:
+def _interrupt(args, point: str, tmp_path):
+    """Runs `args` held at the fault point `point` (skinseg.core.faults): the process reports
+    that it has reached it by writing a marker file, and waits there; only then is SIGINT sent.
+    No race with the work: however loaded the machine, the signal lands mid-way."""
+    marker = tmp_path / f"reached-{point.replace(':', '-')}"
+    env = {**os.environ, "SKINSEG_FAULT_POINT": point, "SKINSEG_FAULT_MARKER": str(marker)}
+    process = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    end = time.time() + 300
+    while not marker.exists() and process.poll() is None and time.time() < end:
         time.sleep(0.02)
+    assert marker.exists(), f"{point} never reached: exit {process.poll()}"
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     return process.returncode, err
@@ -327,27 +336,30 @@ def _interrupt(args, wait_for):
 def test_ctrl_c_during_predict_and_evaluate_exits_130_keeping_whole_files(trained, tmp_path):
     data, out = trained
     folder = tmp_path / "images"
-    write_pairs(folder, tmp_path / "labels", [f"P{k:03d}" for k in range(400)], size=(40, 40))
+    write_pairs(folder, tmp_path / "labels", [f"P{k:03d}" for k in range(12)], size=(40, 40))
     masks = tmp_path / "masks"
     code, err = _interrupt(
         [sys.executable, "predict.py", "--model", out, str(folder), "--out", str(masks), "--batch-size", "1"],
-        lambda: masks.exists() and len(os.listdir(masks)) >= 3,
+        "predict.mask_written:3",
+        tmp_path,
     )
     assert code == 130 and "Traceback" not in err and err.strip().endswith("interrupted")
     from PIL import Image
 
     written = os.listdir(masks)
-    assert written and not [n for n in written if n.startswith(".tmp-")]
+    assert 3 <= len(written) < 12 and not [n for n in written if n.startswith(".tmp-")]
     for name in written:
         Image.open(masks / name).load()  # whole files only
     runs = tmp_path / "runs"
     for k in range(3):
         _copy_run(out, runs / f"r{k}")
     code, err = _interrupt(
-        [sys.executable, "evaluate.py", "--all", "--runs-dir", str(runs)],
-        lambda: os.path.exists(runs / "r0" / "eval" / "summary.json"),
+        [sys.executable, "evaluate.py", "--all", "--runs-dir", str(runs)], "evaluate.run_scored:1", tmp_path
     )
-    assert code == 130 and "Traceback" not in err
+    assert code == 130 and "Traceback" not in err and err.strip().endswith("interrupted")
+    assert os.path.exists(runs / "r0" / "eval" / "summary.json")
+    assert not os.path.exists(runs / "r2" / "eval" / "summary.json")  # stopped in the first run
+    assert not os.path.exists(runs / "results.md")
 
 
 def test_a_figure_lost_in_a_kill_is_drawn_again(trained, tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinseg.data_pipeline.__main__ import main as data_main
+from skinseg.cli.data import main as data_main
 from skinseg.data_pipeline.discovery import discover_pairs
 from skinseg.data_pipeline.fetch import ARCHIVES
 from tests.conftest import write_pairs

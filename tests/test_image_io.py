@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinseg.data_pipeline.errors import ImageReadError
+from skinseg.core.errors import ImageReadError
 from skinseg.data_pipeline.image_io import (
     content_box,
     peek_size,

@@ -4,7 +4,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from skinseg.data_pipeline.__main__ import main
+from skinseg.cli.data import main
 from skinseg.data_pipeline.report import inspect_dataset
 
 

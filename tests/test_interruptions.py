@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from skinseg.run_folder import RunFolder
+from skinseg.core.run_folder import RunFolder
 from skinseg.training.config import RunConfig
 from skinseg.training.run import run_training
 from tests.conftest import ROOT, make_simple
@@ -97,10 +97,14 @@ def _columns(rows):
 def test_kill_during_an_epoch_then_resume(setup):
     data, base, reference = setup
     run = str(base / "killed_in_epoch")
-    process = subprocess.Popen(_cli(data, run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = base / "in-epoch-2"
+    # The run holds at the start of epoch 2 and says so (skinseg.core.faults): the kill lands
+    # there however fast or loaded the machine is.
+    env = {**os.environ, "SKINSEG_FAULT_POINT": "train.epoch_begin:2", "SKINSEG_FAULT_MARKER": str(marker)}
+    process = subprocess.Popen(_cli(data, run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: _completed(run) >= 1, what="epoch 1")
-        time.sleep(0.2)  # into epoch 2
+        _wait(marker.exists, what="epoch 2")
+        assert _completed(run) == 1
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()

@@ -202,6 +202,7 @@ ARCHITECTURES = [
 ]
 
 
+@pytest.mark.integration  # a fit and a .keras save/load per architecture (keras-hub marks these large)
 @pytest.mark.parametrize(("name", "overrides", "eager"), ARCHITECTURES)
 def test_forward_train_step_and_keras_round_trip(name, overrides, eager, tmp_path):
     model = build_model(name, 64, **overrides)
@@ -233,6 +234,7 @@ def test_mixed_precision_keeps_a_float32_sigmoid():
         keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.integration  # builds HarDNet68 twice and writes its weights
 def test_hardnet68_pytorch_checkpoint_conversion(tmp_path):
     """A state dict laid out as PyTorch's HarDNet68 (OIHW kernels, `base.i.layers.j.conv/norm`)
     converts to encoder weights that HarDNet-MSEG loads, value for value."""
@@ -267,7 +269,7 @@ def test_hardnet68_pytorch_checkpoint_conversion(tmp_path):
 def test_folding_batch_norm_keeps_the_outputs_and_removes_the_layers():
     import keras
 
-    from skinseg.models.inference import fold_batch_norm
+    from skinseg.inference.network import fold_batch_norm
     from skinseg.models.registry import build_model
 
     for name, kwargs in (

@@ -17,8 +17,9 @@ import time
 import numpy as np
 import pytest
 
+from skinseg.core.run_folder import RunFolder
+from skinseg.data_pipeline.split import read_split
 from skinseg.data_pipeline.tfdata import load_example
-from skinseg.run_folder import RunFolder
 from skinseg.training.distribute import local_cluster
 from tests.conftest import ROOT, make_simple
 
@@ -30,7 +31,8 @@ ARGS = ["--width", "4", "--depth", "2", "--image-size", "32", "--batch-size", "8
 LOSS_TOLERANCE = 0.02
 
 
-def _start_workers(data, out, tmp_path, *extra, env_extra=None):
+def _start_workers(data, out, tmp_path, *extra, env_extra=None, env_of=None):
+    """`env_of(index)`: extra environment of one worker (0 is the chief)."""
     processes = []
     for index, tf_config in enumerate(local_cluster(2)):
         scratch = tmp_path / f"tmp{index}"
@@ -40,6 +42,7 @@ def _start_workers(data, out, tmp_path, *extra, env_extra=None):
             "TF_CONFIG": tf_config,
             "TMPDIR": str(scratch),
             **(env_extra or {}),
+            **(env_of(index) if env_of else {}),
         }
         args = [sys.executable, "train.py", "--strategy", "multiworker", *ARGS, "--out", str(out), *extra]
         if data:
@@ -85,7 +88,7 @@ def test_two_workers_train_once_each_example_and_end_equal(data, tmp_path):
         assert os.listdir(tmp_path / f"tmp{index}") == []
 
     # Each example once per epoch, across the workers: 16 training pairs, global batch 8, 2 steps.
-    split = run.read_split()
+    split = read_split(run.split_path)
     expected = sorted(
         round(float((load_example(p.image, p.mask, 32)[0].astype(np.float32) / 255).sum()), 1)
         for p in split["train"]
@@ -117,17 +120,26 @@ def test_two_workers_train_once_each_example_and_end_equal(data, tmp_path):
 
 
 def test_a_killed_worker_and_a_restart_resume_from_the_last_completed_epoch(data, tmp_path):
+    """The worker is killed while it provably is between epochs 1 and 2: it holds at the fault
+    point after committing epoch 1 (skinseg.core.faults) and says so; no race with the work."""
     out = tmp_path / "run"
-    env = {"SKINSEG_CHECKPOINT_DELAY": "1", "SKINSEG_COLLECTIVE_TIMEOUT": "30"}
-    processes = _start_workers(data, out, tmp_path, "--epochs", "3", env_extra=env)
+    marker = tmp_path / "worker-after-epoch-1"
+
+    def held(index):
+        return (
+            {"SKINSEG_FAULT_POINT": "train.epoch_committed:1", "SKINSEG_FAULT_MARKER": str(marker)}
+            if index
+            else {}
+        )
+
+    env = {"SKINSEG_COLLECTIVE_TIMEOUT": "30"}
+    processes = _start_workers(data, out, tmp_path, "--epochs", "3", env_extra=env, env_of=held)
     run = RunFolder(out)
     end = time.time() + 300
-    while time.time() < end:
-        state = run.read_resume_state() if os.path.exists(run.state_path) else None
-        if state and state["completed_epochs"] >= 1:
-            break
+    while not marker.exists() and processes[1].poll() is None and time.time() < end:
         time.sleep(0.05)
-    processes[1].send_signal(signal.SIGKILL)  # a worker dies during epoch 2
+    assert marker.exists(), processes[1].communicate()[1][-2000:]
+    processes[1].send_signal(signal.SIGKILL)  # the worker dies before epoch 2
     processes[1].wait()
     chief = processes[0].communicate(timeout=300)  # the chief notices within the collective timeout
     assert processes[0].returncode != 0, chief[1][-2000:]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from skinseg.evaluation.postprocess import MIN_GAIN, PostProcessing, choose
+from skinseg.inference.postprocess import MIN_GAIN, PostProcessing, choose
 
 
 def _disc(size=32, centre=(16, 16), radius=8):
@@ -74,4 +74,13 @@ def test_json_round_trip_and_bad_records():
         PostProcessing.from_json({"threshold": 2}, "post.json")
     with pytest.raises(ValueError, match="not a post-processing record"):
         PostProcessing.from_json({"largest_component": True})
+    # `true` is not a threshold (Python's float(True) would read it as 1.0: every mask empty)
+    with pytest.raises(ValueError, match="threshold must be a number in \\[0, 1\\], not True"):
+        PostProcessing.from_json({"threshold": True})
+    with pytest.raises(ValueError, match="threshold must be a number"):
+        PostProcessing.from_json({"threshold": "0.5"})
+    with pytest.raises(ValueError, match="unknown key\\(s\\) treshold"):
+        PostProcessing.from_json({"threshold": 0.5, "treshold": 0.4})
+    with pytest.raises(ValueError, match="largest_component must be true or false"):
+        PostProcessing.from_json({"threshold": 0.5, "largest_component": "yes"})
     assert PostProcessing(0.65, True, True).describe() == "threshold 0.65, largest component, holes filled"

@@ -6,8 +6,9 @@ from PIL import Image
 
 from skinseg.cli import predict
 from skinseg.data_pipeline.preprocess import Preprocessing, shades_of_gray
-from skinseg.models.export import export
-from skinseg.models.predict import PredictError, predict_folder
+from skinseg.inference.export import export
+from skinseg.inference.predict_folder import PredictError, predict_folder
+from skinseg.inference.segmenter import Segmenter
 from skinseg.models.registry import build_model
 
 
@@ -78,6 +79,7 @@ def _tflite(path, x):
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
+@pytest.mark.integration  # SavedModel and TFLite conversions
 @pytest.mark.parametrize("color_constancy", [False, True])
 def test_export_savedmodel_and_tflite_give_the_same_masks(model_path, tmp_path, color_constancy):
     """The exports take raw images: with colour constancy, they must equal the Keras model fed
@@ -88,7 +90,8 @@ def test_export_savedmodel_and_tflite_give_the_same_masks(model_path, tmp_path, 
     import tensorflow as tf
 
     spec = Preprocessing(color_constancy=color_constancy)
-    paths = export(model_path, str(tmp_path / "exported"), spec)
+    segmenter = Segmenter(keras.models.load_model(model_path), spec)
+    paths = export(segmenter, str(tmp_path / "exported"))
     rng = np.random.default_rng(0)
     raw = (rng.random((2, 32, 32, 3)) * np.array([0.5, 0.8, 1.0]) * 255).astype(np.uint8)
     model_input = np.stack([shades_of_gray(x) for x in raw]) if color_constancy else raw

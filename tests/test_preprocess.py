@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -36,8 +38,23 @@ def test_prepare_image_resizes_then_applies_the_steps_asked_for():
     assert both.shape == (16, 16, 3) and np.abs(both.astype(int) - plain).mean() > 1
 
 
-@pytest.mark.parametrize("data", [{}, {"clahe": True}, {"color_constancy": True, "model": "x"}])
+@pytest.mark.parametrize("data", [{}, {"clahe": True}, {"color_constancy": True, "notes": ["for people"]}])
 def test_preprocessing_round_trips_through_json(data):
     spec = Preprocessing.from_json(data)
     assert Preprocessing.from_json(spec.to_json()) == spec
     assert spec.clahe == data.get("clahe", False)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"clahe": "false"}, "clahe must be true or false, not 'false'"),  # a string would read as true
+        ({"color_constancy": 1}, "color_constancy must be true or false, not 1"),
+        ({"fit": "crop"}, "fit must be one of stretch, pad; got 'crop'"),
+        ({"clahe": False, "modle": "x"}, "unknown key(s) modle"),
+        (["clahe"], "not a JSON object"),
+    ],
+)
+def test_preprocessing_files_are_read_strictly(data, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Preprocessing.from_json(data)

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from skinseg.cli import predict
-from skinseg.evaluation.postprocess import PostProcessing
-from skinseg.models.predict import PRETRAINED, resolve_model
+from skinseg.inference.description import PRETRAINED, describe
+from skinseg.inference.postprocess import PostProcessing
 
 FOLDER = os.path.dirname(PRETRAINED)
 
@@ -19,8 +19,9 @@ def test_the_shipped_model_is_small_and_has_its_card_and_settings():
     card = open(os.path.join(FOLDER, "MODEL_CARD.md"), encoding="utf-8").read()
     for needed in ("CC-BY-NC", "research", "Known limits", "train.py --recipe best", "Dice"):
         assert needed in card
-    saved = resolve_model("pretrained")
+    saved = describe("pretrained")
     assert saved.path == PRETRAINED
+    assert saved.post_source == os.path.join(FOLDER, "postprocess.json")  # its digest names this file
     assert saved.preprocessing.color_constancy  # the recipe's, read from preprocessing.json
     with open(os.path.join(FOLDER, "postprocess.json"), encoding="utf-8") as handle:
         assert saved.post == PostProcessing.from_json(json.load(handle))

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from skinseg.cli import evaluate, predict, train
-from skinseg.data_pipeline.__main__ import main as data_main
+from skinseg.cli.data import main as data_main
 from tests.conftest import TINY_TRAIN_ARGS, make_simple
 
 pytestmark = pytest.mark.integration  # trains models or starts processes

@@ -1,7 +1,7 @@
 import pytest
 
+from skinseg.core.errors import DataError
 from skinseg.data_pipeline.discovery import Pair
-from skinseg.data_pipeline.errors import DataError
 from skinseg.data_pipeline.split import carve_validation, read_split, write_split
 
 

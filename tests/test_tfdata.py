@@ -58,14 +58,18 @@ def test_clahe_is_deterministic_and_changes_the_image(pairs):
     assert a.dtype == np.uint8 and mask_a.shape == (32, 32, 1)
 
 
-def test_cpu_albumentations_hook_transforms_jointly(pairs):
+def test_opencv_clahe_equals_albumentations_pixel_for_pixel():
+    """CLAHE runs through OpenCV at run time; albumentations (a test dependency) is the oracle."""
     import albumentations as A
 
-    ds = make_dataset(pairs[:2], 32, batch_size=2, training=True, cpu_augment=A.HorizontalFlip(p=1.0))
-    plain = make_dataset(pairs[:2], 32, batch_size=2, training=True)
-    (img, msk), (img0, msk0) = next(iter(ds)), next(iter(plain))
-    np.testing.assert_array_equal(img.numpy(), img0.numpy()[:, :, ::-1])
-    np.testing.assert_array_equal(msk.numpy(), msk0.numpy()[:, :, ::-1])
+    from skinseg.data_pipeline.preprocess import clahe
+
+    rng = np.random.default_rng(0)
+    smooth = np.clip(rng.normal(120, 40, (96, 80, 3)), 0, 255).astype(np.uint8)
+    for image in (smooth, rng.integers(0, 256, (33, 57, 3), dtype=np.uint8)):
+        expected = A.CLAHE(clip_limit=(2.0, 2.0), tile_grid_size=(8, 8), p=1.0)(image=image)["image"]
+        np.testing.assert_array_equal(clahe(image), expected)
+        assert np.abs(clahe(image).astype(int) - image).mean() > 1  # it did something
 
 
 def test_auto_cache_falls_back_to_disk_when_too_big(monkeypatch):
@@ -78,14 +82,20 @@ def test_auto_cache_falls_back_to_disk_when_too_big(monkeypatch):
 
 
 def test_evaluation_feeds_the_model_what_training_fed_it(pairs):
-    from skinseg.evaluation.score_run import _loader
+    """The Segmenter (evaluation's and predict.py's path) prepares images and masks as the
+    training pipeline does: the network sees the same input either way."""
+    from skinseg.inference.segmenter import Segmenter
+    from skinseg.models.registry import build_model
 
     spec = Preprocessing(clahe=True, color_constancy=True)
     trained_on, trained_mask = load_example(pairs[0].image, pairs[0].mask, 32, spec)
-    evaluated_on, (_, evaluated_mask, original_size, _) = _loader((32, 32), spec, False)(pairs[0])
-    np.testing.assert_array_equal(evaluated_on, trained_on)
+    segmenter = Segmenter(build_model("baseline", 32, width=2, depth=2), spec)
+    seen = {}
+    segmenter.probabilities_at_input = lambda inputs: seen.setdefault("x", inputs) * 0.0 + 0.5
+    _, prediction, truth, evaluated_mask = next(segmenter.stream_pairs(pairs[:1], batch_size=1))
+    np.testing.assert_array_equal(segmenter.prepare(segmenter.read(pairs[0].image).array), trained_on)
     np.testing.assert_array_equal(evaluated_mask, trained_mask[..., 0] > 0)
-    assert original_size == (48, 64)
+    assert prediction.original_size == truth.shape == (48, 64)
 
 
 def test_padded_examples_keep_the_aspect_ratio_of_image_and_mask_alike(pairs):

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from skinseg.run_folder import RunFolder, RunFolderError
+from skinseg.core.run_folder import RunFolder, RunFolderError
 from skinseg.training.config import RunConfig, default_run_name
 from skinseg.training.run import TrainingDiverged, run_training
 from tests.conftest import TINY_RUN

@@ -12,8 +12,9 @@ import re
 import sys
 import tempfile
 
+from skinseg.core.errors import SkinsegError
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 # TensorFlow's C++ start-up lines (printed before its logging is configured, so no environment
 # variable silences them) and CUDA probing on a machine without a GPU.
@@ -106,28 +107,8 @@ def probability(text: str) -> float:
     return value
 
 
-class CommandError(Exception):
+class CommandError(SkinsegError):
     """A command-line mistake found before any work: exit 2 with the message."""
-
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from skinseg.data_pipeline.errors import DataError
-    from skinseg.run_folder import RunFolderError
-    from skinseg.training.config import ConfigError
-
-    errors: list[type[BaseException]] = [CommandError, DataError, RunFolderError, ConfigError]
-    for module, name in (
-        ("skinseg.models.registry", "UnknownModelError"),
-        ("skinseg.models.deeplab", "BackboneWeightsError"),
-        ("skinseg.models.inference", "ModelLoadError"),
-        ("skinseg.models.predict", "PredictError"),
-        ("skinseg.evaluation.score_run", "EvaluationError"),
-        ("skinseg.training.distribute", "StrategyError"),
-    ):
-        loaded = sys.modules.get(module)
-        if loaded is not None:
-            errors.append(getattr(loaded, name))
-    return tuple(errors)
 
 
 def os_error_line(err: OSError) -> str:
@@ -163,15 +144,8 @@ def exit_codes(main):
         except OSError as err:
             print(f"error: {os_error_line(err)}", file=sys.stderr)
             return 2
-        except Exception as err:
-            from skinseg.training.run import TrainingDiverged
-
-            if isinstance(err, TrainingDiverged):
-                print(f"error: {err}", file=sys.stderr)
-                return 3
-            if isinstance(err, _expected_errors()):
-                print(f"error: {err}", file=sys.stderr)
-                return 2
-            raise
+        except SkinsegError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return err.exit_code
 
     return wrapped

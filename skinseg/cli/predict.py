@@ -9,10 +9,13 @@ python predict.py --model runs/baseline --export exported/     # SavedModel + TF
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 from skinseg.cli import exit_codes, import_tensorflow, positive_int, probability, setup_logging
+
+log = logging.getLogger("skinseg")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="RUN|FILE|pretrained",
         help="a run folder (its best.keras), a saved .keras model, or pretrained (the model shipped "
-        "with the project, trained on 2,494 ISIC training pairs; see models/pretrained/MODEL_CARD.md; a "
+        "with the project, trained on 2,494 ISIC training pairs; see skinseg/models/pretrained/MODEL_CARD.md; a "
         "file or folder named pretrained here takes precedence)",
     )
     parser.add_argument("inputs", nargs="*", help="image files and/or folders of images")
@@ -81,30 +84,38 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    import_tensorflow()
-    from skinseg.evaluation.postprocess import PostProcessing
-    from skinseg.models.export import export
-    from skinseg.models.predict import predict_folder, resolve_model
+    from skinseg.inference import predict_folder
+    from skinseg.inference.description import describe
 
-    saved = resolve_model(args.model)
-    post = saved.post if args.threshold is None else PostProcessing(threshold=args.threshold)
-    if args.export:
-        paths = export(saved.path, args.export, saved.preprocessing, overwrite=args.overwrite, post=post)
-        print(f"exported {paths['saved_model']} and {paths['tflite']}")
-    if not args.inputs:
-        return 0
-    result = predict_folder(
-        saved.path,
-        args.inputs,
-        args.out,
-        preprocessing=saved.preprocessing,
-        overlay=args.overlay,
-        tta=args.tta,
-        post=post,
-        batch_size=args.batch_size,
-        overwrite=args.overwrite,
-        strict=args.strict,
+    # What to write is settled (and refused) before TensorFlow and the model load.
+    work = (
+        predict_folder.plan(
+            args.inputs, args.out, overlay=args.overlay, overwrite=args.overwrite, strict=args.strict
+        )
+        if args.inputs
+        else None
     )
+    described = describe(args.model)
+    if described.post_source is None and args.threshold is None and described.path.endswith("best.keras"):
+        log.warning(
+            "%s: no post-processing chosen for this network; threshold 0.5 (evaluate.py --run %s "
+            "chooses one on the validation split)",
+            described.path,
+            os.path.dirname(described.path),
+        )
+    import_tensorflow()
+    from skinseg.inference.export import export
+    from skinseg.inference.postprocess import PostProcessing
+    from skinseg.inference.segmenter import Segmenter
+
+    post = None if args.threshold is None else PostProcessing(threshold=args.threshold)
+    segmenter = Segmenter.from_described(described, post=post, tta=args.tta)
+    if args.export:
+        paths = export(segmenter, args.export, overwrite=args.overwrite)
+        print(f"exported {paths['saved_model']} and {paths['tflite']}")
+    if work is None:
+        return 0
+    result = predict_folder.write_masks(segmenter, work, batch_size=args.batch_size)
     for path, problem in result.problems:
         print(f"skipped {path}: {problem}", file=sys.stderr)
     for path, problem in result.overlay_problems:

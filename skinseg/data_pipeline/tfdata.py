@@ -1,0 +1,143 @@
+"""Assemble the `tf.data` pipeline: decode -> preprocess -> cache -> shuffle -> batch -> prefetch.
+
+The deterministic part (decode, resize, CLAHE, colour constancy) runs once and is cached as uint8; everything random
+happens later, on batches, inside the compiled train step (see `augment.py`). Elements are
+(images float32 in [0, 1] of shape (B, H, W, 3), masks float32 {0, 1} of shape (B, H, W, 1)).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from skinseg.data_pipeline.discovery import Pair
+from skinseg.data_pipeline.image_io import read_image, read_mask, resize_mask
+from skinseg.data_pipeline.preprocess import Preprocessing, prepare_image
+
+_AUTO_MEMORY_SHARE = 0.25  # cache in RAM while the decoded set takes under this share of it
+SHUFFLE_BUFFER_BYTES = 256 * 2**20  # decoded examples held for shuffling without a memory cache
+
+
+def as_hw(size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def load_example(
+    image_path: str, mask_path: str, size, spec: Preprocessing = Preprocessing()
+) -> tuple[np.ndarray, np.ndarray]:
+    """The deterministic part for one pair: uint8 image (H, W, 3) and uint8 {0, 1} mask (H, W, 1),
+    the mask resampled with the image's own geometry."""
+    hw = as_hw(size)
+    decoded = read_image(image_path, min_size=hw)
+    image = prepare_image(decoded.array, hw, spec)
+    mask = resize_mask(read_mask(mask_path).array, hw, decoded.covers, spec.fit)
+    return image, mask.astype(np.uint8)[:, :, None]
+
+
+def available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def resolve_cache(mode: str, n_examples: int, size) -> str:
+    """`auto` -> `memory` when the decoded uint8 set fits comfortably in RAM, else `disk`."""
+    if mode != "auto":
+        return mode
+    h, w = as_hw(size)
+    needed = n_examples * h * w * 4
+    return "memory" if needed < _AUTO_MEMORY_SHARE * available_memory() else "disk"
+
+
+def make_dataset(
+    pairs: list[Pair],
+    size,
+    batch_size: int,
+    *,
+    training: bool,
+    seed: int = 0,
+    cache: str = "memory",
+    cache_dir: str | None = None,
+    preprocessing: Preprocessing = Preprocessing(),
+    pack: bool = False,
+) -> tf.data.Dataset:
+    """Batched (images, masks), or one (images ‖ masks) tensor with `pack`. Training sets are
+    shuffled (seeded), drop their last partial batch (static shapes, no one-image BatchNorm
+    batches) and repeat, so an epoch is `steps_per_epoch(...)` batches and a resumed run can
+    `skip` exactly the batches already seen.
+
+    Memory: `cache="memory"` holds the decoded set and shuffles all of it. With `"disk"` or
+    `"none"` memory stays bounded whatever the set's size: the file order is shuffled before
+    decoding (cheap: paths), and decoded examples pass through a shuffle buffer of at most
+    SHUFFLE_BUFFER_BYTES (the disk cache keeps the first epoch's order, the buffer mixes it anew
+    each epoch)."""
+    if not pairs:
+        raise ValueError("make_dataset needs at least one pair")
+    hw = as_hw(size)
+    cache = resolve_cache(cache, len(pairs), hw)
+
+    def load(image_path, mask_path):
+        return load_example(os.fsdecode(image_path), os.fsdecode(mask_path), hw, preprocessing)
+
+    def decode(image_path, mask_path):
+        image, mask = tf.numpy_function(load, [image_path, mask_path], (tf.uint8, tf.uint8))
+        image.set_shape((*hw, 3))
+        mask.set_shape((*hw, 1))
+        return image, mask
+
+    # Paths travel as bytes: a file name that is not valid UTF-8 still names its file.
+    ds = tf.data.Dataset.from_tensor_slices(
+        ([os.fsencode(p.image) for p in pairs], [os.fsencode(p.mask) for p in pairs])
+    )
+    if training and cache != "memory":
+        ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=cache == "none")
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache == "memory":
+        ds = ds.cache()
+    elif cache == "disk":
+        if cache_dir is None:
+            raise ValueError("cache='disk' needs a cache_dir")
+        os.makedirs(cache_dir, exist_ok=True)
+        # One file per process: a killed run leaves a lockfile that would block a reused name.
+        ds = ds.cache(os.path.join(cache_dir, f"{'train' if training else 'eval'}-{os.getpid()}"))
+    if training:
+        example_bytes = hw[0] * hw[1] * 4
+        buffer = (
+            len(pairs)
+            if cache == "memory"
+            else max(1, min(len(pairs), SHUFFLE_BUFFER_BYTES // example_bytes))
+        )
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    drop = training and len(pairs) >= batch_size
+    ds = ds.batch(batch_size, drop_remainder=drop)
+    ds = ds.map(_to_float_packed if pack else _to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        ds = ds.repeat()
+    # Under a multi-worker strategy each worker keeps its share of every global batch (the
+    # elements have no files to shard by); the same seed gives every worker the same order.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(n_examples: int, batch_size: int, training: bool = True) -> int:
+    if training and n_examples >= batch_size:
+        return n_examples // batch_size
+    return -(-n_examples // batch_size)
+
+
+def _to_float(images, masks):
+    return tf.cast(images, tf.float32) / 255.0, tf.cast(masks, tf.float32)
+
+
+def _to_float_packed(images, masks):
+    """One tensor, images then masks on the channel axis (see training.trainer)."""
+    images, masks = _to_float(images, masks)
+    return tf.concat([images, masks], axis=-1)

@@ -1,0 +1,323 @@
+"""One run's best network on its test split: RUN/eval/per_image.csv, summary.json and cases.png.
+
+By default every prediction is scored at its image's original size, as the ISIC challenge does:
+the probabilities are resized back onto the original pixels, then thresholded, and compared with
+the mask as stored. `at="input"` scores at the model's input size instead (against the mask
+resampled like the image), as the reference table did.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import keras
+import numpy as np
+
+from skinseg.core.errors import DataError, SkinsegError
+from skinseg.core.faults import fault_point
+from skinseg.core.run_folder import RunFolder, file_digest
+from skinseg.data_pipeline.checks import usable_pairs
+from skinseg.data_pipeline.discovery import discover_pairs
+from skinseg.data_pipeline.image_io import read_image, read_mask
+from skinseg.data_pipeline.leakage import overlap_with_record
+from skinseg.data_pipeline.split import read_split
+from skinseg.evaluation.figures import case_grid
+from skinseg.evaluation.spacing import parse_spacing
+from skinseg.inference.overlay import overlay
+from skinseg.inference.postprocess import PostProcessing, read_chosen
+from skinseg.inference.segmenter import Segmenter
+from skinseg.inference.validation import choose_for_run
+from skinseg.losses import get_loss
+from skinseg.metrics import ShapeMismatchError, image_metrics, summarize
+from skinseg.training.config import RunConfig
+
+log = logging.getLogger("skinseg")
+
+SUMMARY_VERSION = 2
+RESOLUTIONS = ("original", "input")
+
+
+class EvaluationError(SkinsegError, RuntimeError):
+    """A run or data set that cannot be scored as asked."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What a summary was computed with; results with other settings are not up to date."""
+
+    at: str = "original"
+    tta: bool = False
+    threshold: float | None = None  # None: the run's post-processing, chosen on its validation split
+    empty: str = "diagonal"
+    data: tuple[str, ...] | None = None
+    spacing: str | None = None
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "data": list(self.data) if self.data else None, "version": SUMMARY_VERSION}
+
+
+class _Timed:
+    """Counts the network's own time (not decoding) of a Segmenter, leaving out the first,
+    tracing call."""
+
+    def __init__(self, segmenter: Segmenter):
+        self.seconds, self.images, self._calls = 0.0, 0, 0
+        forward = segmenter._forward
+
+        def timed(images):
+            start = time.perf_counter()
+            out = forward(images)
+            if self._calls:
+                self.seconds += time.perf_counter() - start
+                self.images += len(images)
+            self._calls += 1
+            return out
+
+        self.segmenter = segmenter.with_options()
+        self.segmenter._forward = timed
+
+    @property
+    def ms_per_image(self) -> float | None:
+        return 1000 * self.seconds / self.images if self.images else None
+
+
+def masks_to_score(segmenter: Segmenter, pairs, settings: EvalSettings, batch_size=16, spacing_of=None):
+    """Yields (pair, prediction, truth, spacing, probabilities at input, true mask at input): the
+    boolean masks compared at the resolution `settings.at` names, with the spacing of that
+    resolution. The segmenter's mask step turns probabilities into masks."""
+    spacing_of = spacing_of or (lambda _id: None)
+    for pair, prediction, truth, at_input in segmenter.stream_pairs(
+        pairs, batch_size=batch_size, keep_original=settings.at == "original"
+    ):
+        spacing = spacing_of(pair.id)
+        if settings.at == "original":
+            pred = prediction.mask
+        else:
+            pred, truth = prediction.mask_at_input, at_input
+            if spacing is not None:
+                spacing = segmenter.input_spacing(spacing, prediction.covers)
+        yield pair, pred, truth, spacing, prediction.at_input, at_input
+
+
+def score_pairs(segmenter: Segmenter, pairs, settings: EvalSettings, loss_fn, batch_size=16, spacing_of=None):
+    """Per-image rows (metrics, pixel counts, loss) and the network's ms/image."""
+    timed = _Timed(segmenter)
+    rows = []
+    for pair, pred, truth, spacing, prob, at_input in masks_to_score(
+        timed.segmenter, pairs, settings, batch_size, spacing_of
+    ):
+        try:
+            metrics = image_metrics(pred, truth, spacing=spacing, empty=settings.empty)
+        except ShapeMismatchError as err:
+            raise EvaluationError(f"{pair.mask}: {err}") from None
+        loss = float(loss_fn(at_input[None, :, :, None].astype(np.float32), prob[None, :, :, None]))
+        rows.append(
+            {
+                "id": pair.id,
+                "image": pair.image,
+                **metrics,
+                "pred_pixels": int(pred.sum()),
+                "truth_pixels": int(truth.sum()),
+                "loss": loss,
+            }
+        )
+    return rows, timed.ms_per_image
+
+
+def per_image_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def case_figure(segmenter: Segmenter, pairs, rows, path: str, title: str) -> None:
+    """Best, median and worst test image (by Dice), drawn at their original size."""
+    ranked = sorted(rows, key=lambda r: r["dice"], reverse=True)
+    cases = []
+    for label, row in (("best", ranked[0]), ("median", ranked[len(ranked) // 2]), ("worst", ranked[-1])):
+        pair = next(p for p in pairs if p.id == row["id"])
+        image = read_image(pair.image).array
+        truth = read_mask(pair.mask).array
+        pred = segmenter.segment(image)
+        cases.append((f"{label}: {row['id']}", row["dice"], overlay(image, truth, pred)))
+    case_grid(cases, path, title)
+
+
+def load_test_pairs(run, config, data, skip_bad: bool, allow_overlap: bool = False):
+    """The run's stored test split, or the test (or only) split of `data`. Images the run trained
+    or selected its model on (by ID or by pixels) are an error unless `allow_overlap`."""
+    if data:
+        found = discover_pairs(data[0], data[1] if len(data) > 1 else None)
+        name = "test" if "test" in found.splits else "all" if "all" in found.splits else None
+        if name is None:
+            raise EvaluationError(f"{data[0]}: no test split (splits: {', '.join(found.splits)})")
+        size = (config.image_size, config.image_size)
+        infos, _ = usable_pairs(found.splits[name], found.errors_of(name), size, skip_bad, "test")
+        seen = overlap_with_record(infos, run.read_split_record())
+        if seen and not allow_overlap:
+            raise EvaluationError(
+                f"{seen[0]}: the run trained or selected its model on this image ({len(seen)} of the "
+                f"{len(infos)} test images, by ID or by pixels); a test score on them would be a training "
+                "score. Pass --allow-overlap to score them anyway"
+            )
+        if seen:
+            log.warning("scoring %d image(s) the run trained on (--allow-overlap)", len(seen))
+        return [info.pair for info in infos], len(seen)
+    if not os.path.exists(run.split_path):
+        raise EvaluationError(f"{run.split_path}: missing; is {run.path} a run folder of train.py?")
+    pairs = read_split(run.split_path)["test"]
+    if not pairs:
+        raise EvaluationError(
+            f"{run.path}: its data set had no test split (an images/masks folder pair is all training "
+            "data); pass --data PATH with a test set"
+        )
+    allowed = len(run.read_split_record().get("allowed_overlap", []))
+    return pairs, allowed
+
+
+def _by_source(run, rows: list[dict]) -> dict:
+    """Per data set, when the run trained on several (`--data A --data B`): each row gets its
+    source's folder, and each source its own summary (its test split scored on its own)."""
+    record = run.read_split_record()
+    sources = [source["root"] for source in record.get("sources", [])]
+    if len(sources) < 2:
+        return {}
+    of_image = {row["image"]: sources[row["source"]] for row in record.get("test", []) if "source" in row}
+    for row in rows:
+        row["source"] = of_image.get(row["image"], "")
+    return {
+        source: summarize([row for row in rows if row["source"] == source])
+        for source in sources
+        if any(row["source"] == source for row in rows)
+    }
+
+
+def _postprocessing(
+    run: RunFolder, segmenter: Segmenter, settings: EvalSettings, batch_size: int, digest: str
+) -> PostProcessing:
+    """An explicit threshold as given; else the run's choice on its validation split, made now
+    when training did not make it (runs of older versions, multi-worker runs, or best.keras
+    replaced since). Always chosen on plain predictions: one choice per network, with or without
+    --tta."""
+    if settings.threshold is not None:
+        return PostProcessing(threshold=settings.threshold)
+    chosen = read_chosen(run, digest)
+    if chosen is not None:
+        return chosen
+    try:
+        return choose_for_run(run, segmenter, batch_size=batch_size, digest=digest)
+    except DataError as err:
+        raise EvaluationError(
+            f"{err}; the threshold is chosen on the run's validation split, which cannot be read. "
+            "Pass --threshold 0.5 to score with a fixed threshold"
+        ) from None
+
+
+def run_progress(run) -> dict:
+    """How far the run got: completed and configured epochs, and whether early stopping ended it."""
+    state = run.read_resume_state() or {}
+    completed = state.get("completed_epochs", len(run.read_history()))
+    epochs = RunConfig.load(run.config_path).epochs
+    return {
+        "completed_epochs": completed,
+        "epochs": epochs,
+        "stopped_early": bool(state.get("stopped_early")),
+    }
+
+
+def evaluation_is_current(run: RunFolder, settings: dict, figures: bool = False) -> bool:
+    """Results newer than the network, computed with the same settings (and, with `figures`,
+    their figure drawn: a kill between the summary and the figure leaves it to redo)."""
+    if not (os.path.exists(run.summary_path) and os.path.exists(run.best_network)):
+        return False
+    if figures and not os.path.exists(run.cases_path):
+        return False
+    if os.path.getmtime(run.summary_path) < os.path.getmtime(run.best_network):
+        return False
+    summary = run.read_summary()
+    if settings.get("threshold") is None:  # scored with the run's choice: is it still the one?
+        chosen, used = read_chosen(run), summary.get("postprocess")
+        if chosen is None or used is None or PostProcessing.from_json(used) != chosen:
+            return False
+    return summary.get("settings") == settings and os.path.exists(run.per_image_path)
+
+
+def evaluate_run(
+    run_dir,
+    settings: EvalSettings = EvalSettings(),
+    *,
+    batch_size: int = 16,
+    skip_bad: bool = False,
+    allow_overlap: bool = False,
+    figures: bool = True,
+) -> dict:
+    """Per-image CSV and summary JSON in RUN/eval/; returns the summary."""
+    run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+    if not run.has_config():
+        raise EvaluationError(f"{run.config_path}: missing; is {run.path} a run folder of train.py?")
+    config = RunConfig.load(run.config_path)
+    if not os.path.exists(run.best_network):
+        raise EvaluationError(
+            f"{run.best_network}: not written yet; the run has not completed an epoch "
+            f"(python train.py --out {run.path} --resume continues it)"
+        )
+    progress = run_progress(run)
+    if progress["completed_epochs"] < progress["epochs"] and not progress["stopped_early"]:
+        log.warning(
+            "%s: stopped after epoch %d of %d; scoring its best network so far",
+            run.path,
+            progress["completed_epochs"],
+            progress["epochs"],
+        )
+    digest = file_digest(run.best_network)  # before loading: the record names what was scored
+    segmenter = Segmenter.from_run(run.path, tta=settings.tta)
+    pairs, overlap = load_test_pairs(run, config, settings.data, skip_bad, allow_overlap)
+    segmenter = segmenter.with_options(post=_postprocessing(run, segmenter, settings, batch_size, digest))
+    if overlap and not settings.data:
+        log.warning(
+            "%s: %d of its %d test images were also in its training data (trained with --allow-overlap); "
+            "their scores are not a test",
+            run.path,
+            overlap,
+            len(pairs),
+        )
+    rows, ms = score_pairs(
+        segmenter, pairs, settings, get_loss(config.loss), batch_size, parse_spacing(settings.spacing)
+    )
+    best = run.read_best() or {}
+    history = run.read_history()
+    at_best = next((r.get("loss") for r in history if r["epoch"] == best.get("epoch")), None)
+    summary = summarize(rows)
+    by_source = _by_source(run, rows) if not settings.data else {}
+    if by_source:
+        summary["by_source"] = by_source
+    summary.update(
+        run=run.name,
+        model=config.model,
+        model_path=run.best_network,
+        params=int(segmenter.network.count_params()),
+        test_loss=float(np.mean([r["loss"] for r in rows])),
+        train_loss=at_best,
+        train_loss_final=history[-1].get("loss") if history else None,
+        best_epoch=best.get("epoch"),
+        progress=progress,
+        training_overlap=overlap,
+        input_size=list(segmenter.input_size),
+        ms_per_image=ms,
+        settings=settings.to_json(),
+        postprocess=segmenter.post.to_json(),
+    )
+    run.write_evaluation(per_image_csv(rows), summary)
+    fault_point("evaluate.run_scored")
+    if figures:
+        case_figure(segmenter, pairs, rows, run.cases_path, summary["run"])
+    keras.backend.clear_session()
+    return summary

@@ -1,0 +1,215 @@
+"""results.md: one row per run, the reference's columns first, the best of each column in bold,
+and a paired Wilcoxon signed-rank test of per-image Dice against the baseline run."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from skinseg.inference.postprocess import PostProcessing
+from skinseg.metrics.aggregate import bootstrap_ci
+
+# (key in the run's table row, header, higher is better, format)
+COLUMNS = (
+    ("train_loss", "Train loss", False, "{:.4f}"),
+    ("test_loss", "Test loss", False, "{:.4f}"),
+    ("dice", "Dice", True, "{:.4f}"),
+    ("volume_similarity", "Volume similarity", True, "{:.4f}"),
+    ("avg_hausdorff", "ASD (ITK avg. Hausdorff)", False, "{:.4f}"),
+    ("hd", "Hausdorff distance", False, "{:.4g}"),
+    ("jaccard", "Jaccard", True, "{:.4f}"),
+    ("threshold_jaccard", "Threshold Jaccard", True, "{:.4f}"),
+    ("hd95", "HD95", False, "{:.4g}"),
+    ("asd_medpy", "MedPy ASD (pred. to truth)", False, "{:.4g}"),
+    ("assd_medpy", "MedPy ASSD", False, "{:.4g}"),
+    ("params", "Parameters", False, "{:,}"),
+    ("ms_per_image", "Inference ms/image", False, "{:.2f}"),
+)
+
+
+def paired_wilcoxon(run: dict[str, float], baseline: dict[str, float]) -> float:
+    """p-value of a two-sided Wilcoxon signed-rank test on Dice paired by image ID."""
+    shared = sorted(set(run) & set(baseline))
+    if len(shared) < 2:
+        return math.nan
+    a = np.array([run[i] for i in shared])
+    b = np.array([baseline[i] for i in shared])
+    if np.allclose(a, b):
+        return 1.0
+    return float(stats.wilcoxon(a, b).pvalue)
+
+
+def table_row(summary: dict) -> dict:
+    m = summary["metrics"]
+    row = {
+        key: m[key]["mean"]
+        for key in (
+            "dice",
+            "volume_similarity",
+            "avg_hausdorff",
+            "hd",
+            "jaccard",
+            "threshold_jaccard",
+            "hd95",
+            "asd_medpy",
+            "assd_medpy",
+        )
+        if "mean" in m[key]
+    }
+    row.update(
+        train_loss=summary.get("train_loss"),
+        test_loss=summary.get("test_loss"),
+        params=summary.get("params"),
+        ms_per_image=summary.get("ms_per_image"),
+    )
+    return row
+
+
+def _progress_note(summary: dict) -> str:
+    """Marks a run whose training did not run its course, or whose test images it trained on."""
+    notes = []
+    progress = summary.get("progress")
+    if progress and progress["completed_epochs"] < progress["epochs"]:
+        done = f"{progress['completed_epochs']}/{progress['epochs']} epochs"
+        notes.append(f"early stopping: {done}" if progress["stopped_early"] else f"unfinished: {done}")
+    if summary.get("training_overlap"):
+        notes.append(f"{summary['training_overlap']} test images also trained on")
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def _mask_step(summary: dict) -> str:
+    record = summary.get("postprocess")
+    return PostProcessing.from_json(record).describe() if record else "threshold 0.5"
+
+
+def render_results(runs: list[dict], baseline: str | None) -> str:
+    """`runs`: [{"name", "summary", "dice_by_id"}]. Returns the Markdown document."""
+    rows = [dict(table_row(r["summary"]), name=r["name"]) for r in runs]
+    base = next((r for r in runs if r["name"] == baseline), None)
+    best = {}
+    for key, _, higher, _ in COLUMNS:
+        values = [
+            row[key] for row in rows if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])
+        ]
+        if values:
+            best[key] = max(values) if higher else min(values)
+    header = [
+        "Run",
+        *[c[1] for c in COLUMNS],
+        "Dice 95% CI",
+        "n",
+        "Empty cases",
+        "Mask step",
+        f"p vs {baseline or 'baseline'}",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run, row in zip(runs, rows):
+        cells = [run["name"] + _progress_note(run["summary"])]
+        for key, _, _, fmt in COLUMNS:
+            value = row.get(key)
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):
+                cells.append("—")
+                continue
+            text = fmt.format(value)
+            cells.append(f"**{text}**" if len(rows) > 1 and value == best.get(key) else text)
+        summary = run["summary"]
+        ci = summary["metrics"]["dice"].get("ci95", [math.nan, math.nan])
+        cells.append(f"[{ci[0]:.4f}, {ci[1]:.4f}]")
+        cells.append(str(summary["n"]))
+        cells.append(str(sum(summary["empty_cases"].values())))
+        cells.append(_mask_step(summary))
+        if base is None or run is base:
+            cells.append("—")
+        else:
+            p = paired_wilcoxon(run["dice_by_id"], base["dice_by_id"])
+            cells.append("—" if math.isnan(p) else f"{p:.3g}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_by_source(runs: list[dict]) -> str:
+    """Runs trained on several data sets: their test splits scored one by one."""
+    lines = []
+    for run in runs:
+        for source, summary in run["summary"].get("by_source", {}).items():
+            m = summary["metrics"]
+            ci = m["dice"].get("ci95", [math.nan, math.nan])
+            means = [m[key].get("mean") for key in ("dice", "jaccard", "hd95")]
+            dice, jaccard, hd95 = (
+                "—" if v is None or not math.isfinite(v) else f"{v:{f}}"
+                for v, f in zip(means, (".4f", ".4f", ".4g"))
+            )
+            lines.append(
+                f"| {run['name']} | {source} | {summary['n']} | {dice} | "
+                f"[{ci[0]:.4f}, {ci[1]:.4f}] | {jaccard} | {hd95} |"
+            )
+    if not lines:
+        return ""
+    header = "| Run | Test set | n | Dice | Dice 95% CI | Jaccard | HD95 |\n|---|---|---|---|---|---|---|\n"
+    return "\n## Per data set\n\n" + header + "\n".join(lines) + "\n"
+
+
+# Columns of the repeats table: (metric key, header, format)
+REPEAT_COLUMNS = (
+    ("dice", "Dice", "{:.4f}"),
+    ("volume_similarity", "VS", "{:.4f}"),
+    ("avg_hausdorff", "ASD (ITK)", "{:.4f}"),
+    ("hd", "HD", "{:.4g}"),
+    ("hd95", "HD95", "{:.4g}"),
+)
+
+
+def mean_sd(values: list[float], fmt: str) -> str:
+    """mean ± sd over the finite values, with their number when some were not finite."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return "—"
+    text = fmt.format(finite[0])
+    if len(finite) > 1:
+        text = f"{fmt.format(float(np.mean(finite)))} ± {fmt.format(float(np.std(finite, ddof=1)))}"
+    return text if len(finite) == len(values) else f"{text} (of {len(finite)})"
+
+
+def averaged_dice(group: list[dict]) -> dict[str, float]:
+    """Per-image Dice averaged over a group's training runs (images all of them scored)."""
+    shared = set.intersection(*(set(r["dice_by_id"]) for r in group))
+    return {i: float(np.mean([r["dice_by_id"][i] for r in group])) for i in sorted(shared)}
+
+
+def render_repeats(groups: dict[str, list[dict]], baseline: str | None) -> str:
+    """One row per configuration trained several times (runs differing only in --seed): each
+    metric's mean ± standard deviation over the training runs, the 95% CI over test images of the
+    per-image Dice averaged over the runs, and the paired Wilcoxon test of that averaged Dice
+    against the baseline's row. Empty when no configuration was repeated."""
+    if not any(len(group) > 1 for group in groups.values()):
+        return ""
+    base = next((g for g in groups.values() if any(r["name"] == baseline for r in g)), None)
+    base_dice = averaged_dice(base) if base else None
+    header = ["Row", "Runs", *[c[1] + " (mean ± sd)" for c in REPEAT_COLUMNS], "Dice 95% CI", "n"]
+    header.append(f"p vs {baseline or 'baseline'}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, group in groups.items():
+        rows = [table_row(r["summary"]) for r in group]
+        cells = [label, str(len(group))]
+        cells += [mean_sd([row.get(key) for row in rows], fmt) for key, _, fmt in REPEAT_COLUMNS]
+        dice = averaged_dice(group)
+        if len(dice) > 1:
+            lo, hi = bootstrap_ci(np.array(list(dice.values())))
+            cells.append(f"[{lo:.4f}, {hi:.4f}]")
+        else:
+            cells.append("—")
+        cells.append(str(len(dice)))
+        if base is None or group is base:
+            cells.append("—")
+        else:
+            p = paired_wilcoxon(dice, base_dice)
+            cells.append("—" if math.isnan(p) else f"{p:.3g}")
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (
+        "\n## Rows over repeated training runs\n\nRuns that differ only in their seed form one row: "
+        "mean ± sample standard deviation over the training runs; the CI (bootstrap over test images) "
+        "and p (paired Wilcoxon) use each image's Dice averaged over the row's runs.\n\n"
+    )
+    return note + "\n".join(lines) + "\n"
