@@ -68,8 +68,8 @@ def end_to_end(model, work: str, count: int, shape: tuple[int, int], batch: int,
     images = os.path.join(folder, "training", "image")
     predict_folder(path, [images], os.path.join(work, "warm"), batch_size=batch)  # warms file caches
     result = predict_folder(path, [images], os.path.join(work, "masks"), batch_size=batch)
-    e2e = result.images_per_s  # from loading the model to the last mask (start-up included)
-    # After the first batch (start-up: folding BatchNormalization, tracing, the first decode):
+    e2e = result.images_per_s  # from the first batch to the last mask (tracing included; loading not)
+    # After the first batch (tracing and the first decode):
     steady = (result.written - batch) / (result.seconds - result.first_batch_seconds)
     network = keras.models.load_model(path, compile=False)
     forward = Forward(network)
@@ -169,7 +169,7 @@ def main(argv=None) -> None:
         ["runtime", "size", "batch", "img_per_s", "ms_per_batch"],
         ratios,
         notes=f"model: {args.model} ({'preset' if args.full else 'CPU-sized'}), fp32; end to end: "
-        f"{e2e['model']} on {args.images} JPEGs, start-up (loading, folding, tracing, first batch) "
+        f"{e2e['model']} on {args.images} JPEGs, start-up (tracing, first batch) "
         f"{e2e['startup_s']:.2f} s",
     )
 

@@ -35,7 +35,7 @@ def test_every_config_field_is_an_option_in_its_group_with_its_default(capsys):
         "(default: 128)",
         "(default: 50)",
         "(default: bce)",
-        "(default: 1024)",
+        "(default: auto)",
     ):
         assert default in text, default
     assert "slightly_bigger_deeper" in text  # the model names, from the registry

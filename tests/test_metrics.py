@@ -35,7 +35,14 @@ def test_hand_computed_3x3():
     # every pixel of a 2x2 square is on its surface; each is 0 or 1 column from the other square
     # ITK's average Hausdorff: over all 4 pixels of each square, 2 are shared (0) and 2 are 1 away
     assert s == pytest.approx(
-        {"hd": 1.0, "hd95": 1.0, "asd_medpy": 0.5, "assd_medpy": 0.5, "avg_hausdorff": 0.5}
+        {
+            "hd": 1.0,
+            "hd95": 1.0,
+            "asd_medpy": 0.5,
+            "assd_medpy": 0.5,
+            "avg_hausdorff": 0.5,
+            "hausdorff_itk": 1.0,
+        }
     )
 
 
@@ -54,6 +61,9 @@ def test_hand_computed_5x5_asymmetric_asd():
     # ITK, over all pixels: the centre lies in the square (0); of the square's 9 pixels, the centre
     # is 0 away, 4 edge pixels 1 and 4 corners sqrt(2): (0 + (4 + 4 sqrt 2) / 9) / 2
     assert s["avg_hausdorff"] == pytest.approx((4 + 4 * math.sqrt(2)) / 9 / 2)
+    # The region Hausdorff (the reference's HD) is the corner's sqrt 2 here, like the boundary one;
+    # a boundary inside the lesion is where they part (next test).
+    assert s["hausdorff_itk"] == pytest.approx(math.sqrt(2))
     m = overlap_metrics(pred, truth)
     assert m["volume_similarity"] == pytest.approx(1 - 8 / 10)
     assert m["threshold_jaccard"] == 0.0 and m["jaccard"] == pytest.approx(1 / 9)
@@ -140,6 +150,20 @@ def test_average_hausdorff_is_simpleitks_on_the_whole_image_with_spacing():
         f.Execute(full_image(pred, spacing), full_image(truth, spacing))
         m = surface_metrics(pred, truth, spacing=None if k < 3 else spacing)
         assert m["avg_hausdorff"] == pytest.approx(f.GetAverageHausdorffDistance(), rel=1e-9)
+        assert m["hausdorff_itk"] == pytest.approx(f.GetHausdorffDistance(), rel=1e-9)
+
+
+def test_region_and_boundary_hausdorff_part_where_a_prediction_boundary_lies_inside_the_lesion():
+    """A prediction with a hole: its inner boundary is 5 px from the truth's boundary (the boundary
+    HD sees it) while every one of its pixels lies inside the truth, so the region HD (the
+    reference's) only sees the truth's hole pixels, at most 3 px from the prediction."""
+    truth = np.zeros((21, 21), bool)
+    truth[2:19, 2:19] = True
+    pred = truth.copy()
+    pred[8:13, 8:13] = False  # a 5x5 hole in the middle
+    s = surface_metrics(pred, truth)
+    assert s["hausdorff_itk"] == pytest.approx(3.0)  # the hole's centre to the nearest kept pixel
+    assert s["hd"] == pytest.approx(5.0)  # the hole's edge (row 7) to the truth's boundary (row 2)
 
 
 def test_threshold_jaccard_at_exactly_the_threshold_is_kept():

@@ -94,12 +94,37 @@ def test_deeplab_is_a_complete_resnet_dilated_to_output_stride_16():
     assert [model.get_layer(f"aspp_d{r}_conv").dilation_rate for r in (6, 12, 18)] == [(4, 4)] * 3
     bn = resnet.get_layer("conv2_block1_1_bn")
     assert bn.momentum == 0.9
-    # the preprocessing is a frozen built-in convolution equal to Keras' caffe preprocessing
+    # As the reference: no dropout, and [0, 1] RGB straight into a ResNet trained from scratch
+    assert not [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert "resnet_preprocess" not in [layer.name for layer in model.layers]
+    # with ImageNet weights, their caffe input: a frozen built-in convolution equal to Keras' own
+    from skinseg.models.deeplab import caffe_preprocess
+
+    inputs = keras.Input((64, 64, 3))
+    pre_model = keras.Model(inputs, caffe_preprocess(inputs))
     x = np.random.default_rng(0).random((1, 64, 64, 3)).astype("float32")
-    pre = keras.Model(model.input, model.get_layer("resnet_preprocess").output)(x).numpy()
     expected = keras.applications.resnet.preprocess_input(x * 255.0)
-    np.testing.assert_allclose(pre, expected, atol=1e-3)
-    assert not model.get_layer("resnet_preprocess").trainable
+    np.testing.assert_allclose(pre_model(x).numpy(), expected, atol=1e-3)
+    assert not pre_model.get_layer("resnet_preprocess").trainable
+
+
+def test_align_corners_resize_equals_tensorflows_and_differs_from_half_pixel():
+    """The reference resizes with F.interpolate(align_corners=True); TF1's resize_bilinear with
+    align_corners=True is the same sampling."""
+    import tensorflow as tf
+
+    from skinseg.models.blocks import resize_align_corners
+
+    x = np.random.default_rng(1).random((2, 5, 7, 3)).astype("float32")
+    inputs = keras.Input((5, 7, 3))
+    model = keras.Model(inputs, resize_align_corners(inputs, (20, 28), "up"))
+    ours = model(x).numpy()
+    theirs = tf.compat.v1.image.resize_bilinear(x, (20, 28), align_corners=True).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    np.testing.assert_allclose(ours[:, [0, -1]][:, :, [0, -1]], x[:, [0, -1]][:, :, [0, -1]], atol=1e-6)
+    half_pixel = keras.layers.UpSampling2D(4, interpolation="bilinear")(x).numpy()
+    assert np.abs(half_pixel - ours).mean() > 0.01
+    assert model.count_params() == 5 * 20 + 7 * 28 and not model.trainable_weights
 
 
 def test_a_rate_beyond_the_map_reads_only_the_centre_tap():

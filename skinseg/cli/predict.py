@@ -95,14 +95,7 @@ def _run(args) -> int:
         if args.inputs
         else None
     )
-    described = describe(args.model)
-    if described.post_source is None and args.threshold is None and described.path.endswith("best.keras"):
-        log.warning(
-            "%s: no post-processing chosen for this network; threshold 0.5 (evaluate.py --run %s "
-            "chooses one on the validation split)",
-            described.path,
-            os.path.dirname(described.path),
-        )
+    described = describe(args.model, read_post=args.threshold is None)
     import_tensorflow()
     from skinseg.inference.export import export
     from skinseg.inference.postprocess import PostProcessing
@@ -111,6 +104,8 @@ def _run(args) -> int:
     post = None if args.threshold is None else PostProcessing(threshold=args.threshold)
     segmenter = Segmenter.from_described(described, post=post, tta=args.tta)
     if args.export:
+        if args.tta:
+            log.warning("--tta is not part of an export: its graphs run the network once per image")
         paths = export(segmenter, args.export, overwrite=args.overwrite)
         print(f"exported {paths['saved_model']} and {paths['tflite']}")
     if work is None:

@@ -14,6 +14,7 @@ Nothing here is part of the saved inference model.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -81,6 +82,204 @@ class JointElasticTransform(keras.layers.Layer):
             "scale": self.scale,
             "seed": self.seed,
         }
+
+
+def _reflect_index(index, size: int, edge: bool):
+    """Indices folded back into [0, size): mirrored about the edge pixel (OpenCV's
+    BORDER_REFLECT_101, `edge=False`) or about the border itself (BORDER_REFLECT, `edge=True`)."""
+    if size == 1:
+        return ops.zeros_like(index)
+    period = 2 * size if edge else 2 * (size - 1)
+    index = ops.mod(index, period)
+    return ops.where(index >= size, period - index - (1 if edge else 0), index)
+
+
+def _sample(images, ys, xs, *, nearest: bool, edge: bool):
+    """images (B, H, W, C) read at float pixel coordinates ys, xs (B, H, W): bilinear, or the
+    nearest pixel (masks); outside the image, reflected (see _reflect_index)."""
+    h, w, c = images.shape[1], images.shape[2], images.shape[3]
+    flat = ops.reshape(images, (-1, h * w, c))
+
+    def gather(y, x):
+        y = _reflect_index(ops.cast(y, "int32"), h, edge)
+        x = _reflect_index(ops.cast(x, "int32"), w, edge)
+        index = ops.reshape(y * w + x, (-1, h * w, 1))
+        return ops.reshape(ops.take_along_axis(flat, ops.tile(index, (1, 1, c)), axis=1), (-1, h, w, c))
+
+    if nearest:
+        return gather(ops.floor(ys + 0.5), ops.floor(xs + 0.5))
+    y0, x0 = ops.floor(ys), ops.floor(xs)
+    wy, wx = (ys - y0)[..., None], (xs - x0)[..., None]
+    top = gather(y0, x0) * (1 - wx) + gather(y0, x0 + 1) * wx
+    bottom = gather(y0 + 1, x0) * (1 - wx) + gather(y0 + 1, x0 + 1) * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def _warp(data, ys, xs, *, edge: bool):
+    """Image bilinearly, mask by its nearest pixel, both read at the same coordinates."""
+    images = _sample(data["images"], ys, xs, nearest=False, edge=edge)
+    masks = data["segmentation_masks"]
+    warped = _sample(ops.cast(masks, images.dtype), ys, xs, nearest=True, edge=edge)
+    return {**data, "images": images, "segmentation_masks": ops.cast(warped, masks.dtype)}
+
+
+def _grid(images):
+    h, w = images.shape[1], images.shape[2]
+    ys, xs = ops.meshgrid(ops.arange(h, dtype="float32"), ops.arange(w, dtype="float32"), indexing="ij")
+    return ys[None], xs[None]
+
+
+class _JointLayer(keras.layers.Layer):
+    """A random transform of {"images", "segmentation_masks"} batches, seeded, training only."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, data, training=True):
+        return self.transform(data) if training else data
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="skinseg")
+class RandomRotate90(_JointLayer):
+    """albumentations' RandomRotate90(p=1): each sample turned by 0, 90, 180 or 270 degrees, the
+    four rotations only (no mirror images); square inputs."""
+
+    def transform(self, data):
+        images = data["images"]
+        turns = keras.random.randint((ops.shape(images)[0], 1, 1, 1), 0, 4, seed=self.seed_generator)
+
+        def rotate(x):
+            quarter = ops.flip(ops.transpose(x, (0, 2, 1, 3)), axis=1)  # 90 degrees counter-clockwise
+            half = ops.flip(ops.flip(x, axis=1), axis=2)
+            three = ops.flip(ops.transpose(x, (0, 2, 1, 3)), axis=2)
+            out = ops.where(turns == 1, quarter, x)
+            out = ops.where(turns == 2, half, out)
+            return ops.where(turns == 3, three, out)
+
+        return {**data, "images": rotate(images), "segmentation_masks": rotate(data["segmentation_masks"])}
+
+
+def _gaussian_kernel(sigma: float, size: int):
+    """OpenCV's GaussianBlur kernel for float images at ksize (0, 0): 2 * round(4 sigma) + 1 taps,
+    truncated to what an image of `size` pixels can reflect."""
+    radius = min(int(round(4 * sigma)), size - 1)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    return (taps / taps.sum()).astype("float32"), radius
+
+
+@keras.saving.register_keras_serializable(package="skinseg")
+class ReferenceElastic(_JointLayer):
+    """albumentations 0.5.2's ElasticTransform, the reference's (alpha 120, sigma 6, alpha_affine
+    3.6, p=1): a random affine map moving three points by up to +-alpha_affine pixels, then a
+    displacement field of alpha x (uniform noise in [-1, 1] blurred by a Gaussian of sigma pixels),
+    in pixels, each image its own field; image bilinear, mask nearest, one field for both, borders
+    reflected about the edge pixel (BORDER_REFLECT_101). The two resamplings of albumentations are
+    one here (the affine map applied to the displaced coordinates), which blurs less and differs
+    only within a few pixels of the border."""
+
+    def __init__(self, alpha=120.0, sigma=6.0, alpha_affine=3.6, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.alpha, self.sigma, self.alpha_affine = alpha, sigma, alpha_affine
+
+    def field(self, batch: int, h: int, w: int):
+        """(dy, dx), each (B, H, W), in pixels."""
+        noise = keras.random.uniform((batch, h, w, 2), -1.0, 1.0, seed=self.seed_generator)
+        kernel, radius = _gaussian_kernel(self.sigma, min(h, w))
+        padded = ops.pad(noise, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="reflect")
+        column = ops.convert_to_tensor(np.tile(kernel[:, None, None, None], (1, 1, 2, 1)))
+        row = ops.convert_to_tensor(np.tile(kernel[None, :, None, None], (1, 1, 2, 1)))
+        blurred = ops.depthwise_conv(
+            ops.depthwise_conv(padded, column, padding="valid"), row, padding="valid"
+        )
+        return blurred[..., 0] * self.alpha, blurred[..., 1] * self.alpha
+
+    def affine(self, batch: int, h: int, w: int):
+        """(B, 2, 3): the inverse of the random affine map, (y, x) <- (y, x, 1)."""
+        centre, square = np.array([h // 2, w // 2], "float32"), min(h, w) // 3
+        points = np.array([centre + square, [centre[0] + square, centre[1] - square], centre - square])
+        moved = ops.convert_to_tensor(points[None]) + keras.random.uniform(
+            (batch, 3, 2), -self.alpha_affine, self.alpha_affine, seed=self.seed_generator
+        )
+        # Solve for the map taking the moved points back to the original ones (the inverse warp).
+        ones = ops.ones((batch, 3, 1))
+        solution = ops.solve(
+            ops.concatenate([moved, ones], -1), ops.tile(ops.convert_to_tensor(points[None]), (batch, 1, 1))
+        )
+        return ops.transpose(solution, (0, 2, 1))
+
+    def transform(self, data):
+        images = data["images"]
+        batch, h, w = ops.shape(images)[0], images.shape[1], images.shape[2]
+        dy, dx = self.field(batch, h, w)
+        ys, xs = _grid(images)
+        ys, xs = ys + dy, xs + dx
+        inverse = self.affine(batch, h, w)[:, :, None, None, :]  # (B, 2, 1, 1, 3)
+        src_y = inverse[:, 0, ..., 0] * ys + inverse[:, 0, ..., 1] * xs + inverse[:, 0, ..., 2]
+        src_x = inverse[:, 1, ..., 0] * ys + inverse[:, 1, ..., 1] * xs + inverse[:, 1, ..., 2]
+        return _warp(data, src_y, src_x, edge=False)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "sigma": self.sigma,
+            "alpha_affine": self.alpha_affine,
+        }
+
+
+@keras.saving.register_keras_serializable(package="skinseg")
+class ShiftScaleRotate(_JointLayer):
+    """albumentations' ShiftScaleRotate as the reference set it (p=0.5, scale +-10 %, rotation
+    +-10 degrees, no shift, BORDER_REFLECT): OpenCV's rotation matrix about (w/2, h/2)."""
+
+    def __init__(self, scale=0.1, rotate=10.0, rate=0.5, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.scale, self.rotate, self.rate = scale, rotate, rate
+
+    def transform(self, data):
+        images = data["images"]
+        batch, h, w = ops.shape(images)[0], images.shape[1], images.shape[2]
+        angle = keras.random.uniform((batch, 1, 1), -self.rotate, self.rotate, seed=self.seed_generator)
+        scale = keras.random.uniform((batch, 1, 1), 1 - self.scale, 1 + self.scale, seed=self.seed_generator)
+        apply = keras.random.uniform((batch, 1, 1, 1), seed=self.seed_generator) < self.rate
+        theta = angle * (np.pi / 180.0)
+        cos, sin = ops.cos(theta) / scale, ops.sin(theta) / scale
+        cy, cx = h / 2.0, w / 2.0
+        ys, xs = _grid(images)
+        # cv2.getRotationMatrix2D turns counter-clockwise on screen; this is its inverse.
+        src_x = cos * (xs - cx) - sin * (ys - cy) + cx
+        src_y = sin * (xs - cx) + cos * (ys - cy) + cy
+        warped = _warp(data, src_y, src_x, edge=True)
+        return {
+            **data,
+            "images": ops.where(apply, warped["images"], images),
+            "segmentation_masks": ops.where(apply, warped["segmentation_masks"], data["segmentation_masks"]),
+        }
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "rotate": self.rotate, "rate": self.rate}
+
+
+def reference_augmenter(seed: int = 0) -> keras.layers.Pipeline:
+    """`--aug-policy reference`: the reference's geometric augmentation (augmentation.ipynb, best,
+    best2), in its order; its CLAHE (clip drawn from U(1, 4) per image) runs in the input pipeline
+    (tfdata.make_dataset, `clahe_clip_range`)."""
+    return keras.layers.Pipeline(
+        [
+            RandomRotate90(seed=seed, name="aug_rotate90"),
+            ReferenceElastic(seed=seed + 1, name="aug_reference_elastic"),
+            ShiftScaleRotate(seed=seed + 2, name="aug_shift_scale_rotate"),
+        ],
+        name="augmenter",
+    )
 
 
 # --aug-policy: keyword arguments of build_augmenter. "strong" aims at other cameras and clinics:

@@ -28,10 +28,13 @@ class Preprocessing:
     clahe: bool = False
     color_constancy: bool = False
     fit: str = "stretch"  # how an image meets the square input: image_io.content_box
+    clahe_clip: float = 2.0  # CLAHE's clip limit (files of version 0.2 have none: 2.0)
 
     def __post_init__(self):
         if self.fit not in FITS:
             raise ValueError(f"fit must be one of {', '.join(FITS)}; got {self.fit!r}")
+        if not 0 < self.clahe_clip < float("inf"):
+            raise ValueError(f"clahe_clip must be a positive number; got {self.clahe_clip!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -46,14 +49,19 @@ class Preprocessing:
             raise ValueError(f"not a JSON object: {data!r}")
         unknown = sorted(set(data) - {f.name for f in fields(cls)} - EXPORT_NOTES)
         if unknown:
-            raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: clahe, color_constancy, fit)")
+            raise ValueError(
+                f"unknown key(s) {', '.join(unknown)} (known: clahe, clahe_clip, color_constancy, fit)"
+            )
         for key in ("clahe", "color_constancy"):
             if not isinstance(data.get(key, False), bool):
                 raise ValueError(f"{key} must be true or false, not {data[key]!r}")
         fit = data.get("fit", "stretch")
         if fit not in FITS:
             raise ValueError(f"fit must be one of {', '.join(FITS)}; got {fit!r}")
-        return cls(data.get("clahe", False), data.get("color_constancy", False), fit)
+        clip = data.get("clahe_clip", 2.0)
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0 < clip < float("inf"):
+            raise ValueError(f"clahe_clip must be a positive number, not {clip!r}")
+        return cls(data.get("clahe", False), data.get("color_constancy", False), fit, float(clip))
 
 
 # Keys an export's preprocessing.json adds for its reader (inference/export.py).
@@ -106,7 +114,7 @@ def prepare_image(
     `spec.fit` says), CLAHE, colour constancy."""
     image = resize_image(image, size, spec.fit)
     if spec.clahe:
-        image = clahe(image)
+        image = clahe(image, spec.clahe_clip)
     if spec.color_constancy:
         image = shades_of_gray(image)
     return image

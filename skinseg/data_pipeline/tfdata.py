@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from skinseg.data_pipeline.discovery import Pair
 from skinseg.data_pipeline.image_io import read_image, read_mask, resize_mask
-from skinseg.data_pipeline.preprocess import Preprocessing, prepare_image
+from skinseg.data_pipeline.preprocess import Preprocessing, clahe, prepare_image
 
 _AUTO_MEMORY_SHARE = 0.25  # cache in RAM while the decoded set takes under this share of it
 SHUFFLE_BUFFER_BYTES = 256 * 2**20  # decoded examples held for shuffling without a memory cache
@@ -67,6 +67,7 @@ def make_dataset(
     cache_dir: str | None = None,
     preprocessing: Preprocessing = Preprocessing(),
     pack: bool = False,
+    clahe_clip_range: tuple[float, float] | None = None,
 ) -> tf.data.Dataset:
     """Batched (images, masks), or one (images ‖ masks) tensor with `pack`. Training sets are
     shuffled (seeded), drop their last partial batch (static shapes, no one-image BatchNorm
@@ -77,7 +78,11 @@ def make_dataset(
     `"none"` memory stays bounded whatever the set's size: the file order is shuffled before
     decoding (cheap: paths), and decoded examples pass through a shuffle buffer of at most
     SHUFFLE_BUFFER_BYTES (the disk cache keeps the first epoch's order, the buffer mixes it anew
-    each epoch)."""
+    each epoch).
+
+    `clahe_clip_range` (training, `--aug-policy reference`): CLAHE after the cache, each example
+    each epoch with a clip limit drawn from U(low, high) (seeded), as albumentations' CLAHE drew
+    it per call in the reference's loader; OpenCV runs it, on the CPU, in the input pipeline."""
     if not pairs:
         raise ValueError("make_dataset needs at least one pair")
     hw = as_hw(size)
@@ -115,6 +120,9 @@ def make_dataset(
             else max(1, min(len(pairs), SHUFFLE_BUFFER_BYTES // example_bytes))
         )
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if clahe_clip_range is not None:
+        # Sequential: the clip draws come in one seeded order (CLAHE at 128 px takes ~0.2 ms).
+        ds = ds.map(_random_clahe(clahe_clip_range, hw, seed))
     drop = training and len(pairs) >= batch_size
     ds = ds.batch(batch_size, drop_remainder=drop)
     ds = ds.map(_to_float_packed if pack else _to_float, num_parallel_calls=tf.data.AUTOTUNE)
@@ -141,3 +149,20 @@ def _to_float_packed(images, masks):
     """One tensor, images then masks on the channel axis (see training.trainer)."""
     images, masks = _to_float(images, masks)
     return tf.concat([images, masks], axis=-1)
+
+
+def _random_clahe(clip_range: tuple[float, float], hw, seed: int):
+    """A map function: CLAHE on each image with its own clip limit from U(clip_range), drawn by a
+    seeded op (a run draws the same sequence from its start; a resumed run starts it anew)."""
+    low, high = clip_range
+
+    def apply(image, clip):
+        return clahe(image, float(clip))
+
+    def mapped(image, mask):
+        clip = tf.random.uniform((), low, high, seed=seed)
+        image = tf.numpy_function(apply, [image, clip], tf.uint8)
+        image.set_shape((*hw, 3))
+        return image, mask
+
+    return mapped

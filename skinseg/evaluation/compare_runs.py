@@ -79,7 +79,11 @@ def evaluate_all(
             left_out.append((run.name, "no best.keras yet (training did not finish an epoch)"))
             log.warning("%s: %s; left out", run.path, left_out[-1][1])
             continue
-        if not force and evaluation_is_current(run, settings.to_json(), figures=True):
+        try:  # a damaged eval/summary.json is not up to date: it is scored again, not fatal
+            current = not force and evaluation_is_current(run, settings.to_json(), figures=True)
+        except (SkinsegError, ValueError, KeyError, TypeError, AttributeError):
+            current = False
+        if current:
             log.info("%s: results are up to date", run.path)
             summary = run.read_summary()
         else:
@@ -116,8 +120,13 @@ def evaluate_all(
         f"{', flip TTA' if settings.tta else ''}. Each model is its run's best.keras, selected on the "
         "validation split. Distances in pixels"
         f"{' (or the units of --spacing ' + settings.spacing + ')' if settings.spacing else ''}. "
-        "ASD (ITK avg. Hausdorff) is SimpleITK's average Hausdorff distance, the reference table's "
-        "'average surface distance'; MedPy's directed ASD and its symmetric ASSD follow. "
+        "The reference's columns: ASD (ITK avg. Hausdorff) and Hausdorff distance (ITK) are SimpleITK's "
+        "HausdorffDistanceImageFilter on the whole masks (GetAverageHausdorffDistance, "
+        "GetHausdorffDistance: region distances over every pixel of each mask), as the reference "
+        "computed them. Boundary HD and HD95 are over the masks' boundary pixels (MedPy's hd, hd95); "
+        "MedPy's directed ASD and its symmetric ASSD follow. Empty masks: both empty, every distance 0; "
+        "one empty, every distance is the image diagonal (the reference scored 100 px, its SimpleITK "
+        "call failing) and the image is counted in the Empty column. "
         "p: two-sided Wilcoxon signed-rank test of per-image Dice against the baseline run.\n\n"
     )
     missing = "".join(f"\nLeft out: {name} ({why})." for name, why in left_out)

@@ -89,7 +89,11 @@ class _Timed:
 def masks_to_score(segmenter: Segmenter, pairs, settings: EvalSettings, batch_size=16, spacing_of=None):
     """Yields (pair, prediction, truth, spacing, probabilities at input, true mask at input): the
     boolean masks compared at the resolution `settings.at` names, with the spacing of that
-    resolution. The segmenter's mask step turns probabilities into masks."""
+    resolution. The segmenter's mask step turns probabilities into masks; an explicit
+    `settings.threshold` replaces it, and `settings.tta` decides the flips."""
+    if settings.threshold is not None:
+        segmenter = segmenter.with_options(post=PostProcessing(threshold=settings.threshold))
+    segmenter = segmenter.with_options(tta=settings.tta)
     spacing_of = spacing_of or (lambda _id: None)
     for pair, prediction, truth, at_input in segmenter.stream_pairs(
         pairs, batch_size=batch_size, keep_original=settings.at == "original"
@@ -213,7 +217,8 @@ def _postprocessing(
     if chosen is not None:
         return chosen
     try:
-        return choose_for_run(run, segmenter, batch_size=batch_size, digest=digest)
+        fixed = RunConfig.load(run.config_path).mask_step == "fixed"
+        return choose_for_run(run, segmenter, batch_size=batch_size, digest=digest, fixed=fixed)
     except DataError as err:
         raise EvaluationError(
             f"{err}; the threshold is chosen on the run's validation split, which cannot be read. "
@@ -278,7 +283,7 @@ def evaluate_run(
             progress["epochs"],
         )
     digest = file_digest(run.best_network)  # before loading: the record names what was scored
-    segmenter = Segmenter.from_run(run.path, tta=settings.tta)
+    segmenter = Segmenter.from_run(run.path, tta=settings.tta, post=PostProcessing())  # chosen below
     pairs, overlap = load_test_pairs(run, config, settings.data, skip_bad, allow_overlap)
     segmenter = segmenter.with_options(post=_postprocessing(run, segmenter, settings, batch_size, digest))
     if overlap and not settings.data:
@@ -314,6 +319,7 @@ def evaluate_run(
         ms_per_image=ms,
         settings=settings.to_json(),
         postprocess=segmenter.post.to_json(),
+        capacity=config.capacity,
     )
     run.write_evaluation(per_image_csv(rows), summary)
     fault_point("evaluate.run_scored")

@@ -18,10 +18,11 @@ COLUMNS = (
     ("dice", "Dice", True, "{:.4f}"),
     ("volume_similarity", "Volume similarity", True, "{:.4f}"),
     ("avg_hausdorff", "ASD (ITK avg. Hausdorff)", False, "{:.4f}"),
-    ("hd", "Hausdorff distance", False, "{:.4g}"),
+    ("hausdorff_itk", "Hausdorff distance (ITK)", False, "{:.4g}"),
     ("jaccard", "Jaccard", True, "{:.4f}"),
     ("threshold_jaccard", "Threshold Jaccard", True, "{:.4f}"),
-    ("hd95", "HD95", False, "{:.4g}"),
+    ("hd", "Boundary HD", False, "{:.4g}"),
+    ("hd95", "Boundary HD95", False, "{:.4g}"),
     ("asd_medpy", "MedPy ASD (pred. to truth)", False, "{:.4g}"),
     ("assd_medpy", "MedPy ASSD", False, "{:.4g}"),
     ("params", "Parameters", False, "{:,}"),
@@ -49,6 +50,7 @@ def table_row(summary: dict) -> dict:
             "dice",
             "volume_similarity",
             "avg_hausdorff",
+            "hausdorff_itk",
             "hd",
             "jaccard",
             "threshold_jaccard",
@@ -56,7 +58,7 @@ def table_row(summary: dict) -> dict:
             "asd_medpy",
             "assd_medpy",
         )
-        if "mean" in m[key]
+        if key in m and "mean" in m[key]  # hausdorff_itk: not in summaries of version 0.2
     }
     row.update(
         train_loss=summary.get("train_loss"),
@@ -68,7 +70,8 @@ def table_row(summary: dict) -> dict:
 
 
 def _progress_note(summary: dict) -> str:
-    """Marks a run whose training did not run its course, or whose test images it trained on."""
+    """Marks a run whose training did not run its course, whose test images it trained on, or
+    whose network is narrower than the reference's (capped to fit the machine's memory)."""
     notes = []
     progress = summary.get("progress")
     if progress and progress["completed_epochs"] < progress["epochs"]:
@@ -76,6 +79,12 @@ def _progress_note(summary: dict) -> str:
         notes.append(f"early stopping: {done}" if progress["stopped_early"] else f"unfinished: {done}")
     if summary.get("training_overlap"):
         notes.append(f"{summary['training_overlap']} test images also trained on")
+    capacity = summary.get("capacity") or {}
+    if capacity.get("capped"):
+        notes.append(
+            f"capped at {capacity['max_filters']} channels: {capacity['parameters']:,} of the reference's "
+            f"{capacity['reference_parameters']:,} parameters"
+        )
     return f" ({'; '.join(notes)})" if notes else ""
 
 
@@ -156,8 +165,9 @@ REPEAT_COLUMNS = (
     ("dice", "Dice", "{:.4f}"),
     ("volume_similarity", "VS", "{:.4f}"),
     ("avg_hausdorff", "ASD (ITK)", "{:.4f}"),
-    ("hd", "HD", "{:.4g}"),
-    ("hd95", "HD95", "{:.4g}"),
+    ("hausdorff_itk", "HD (ITK)", "{:.4g}"),
+    ("hd", "Boundary HD", "{:.4g}"),
+    ("hd95", "Boundary HD95", "{:.4g}"),
 )
 
 

@@ -40,17 +40,18 @@ class Described:
     post_source: str | None  # the postprocess.json used, or None (threshold 0.5)
 
 
-def describe(model: str) -> Described:
+def describe(model: str, *, read_post: bool = True) -> Described:
     """Resolve `--model` (pretrained, a run folder, a .keras file) to the network file and the
     files beside it: preprocessing.json (no file: resize only) and postprocess.json (used when it
     names no network, or names this one by its digest; else threshold 0.5, with a warning).
+    `read_post=False`: the caller brings its own mask step (--threshold, or evaluation's choice),
+    so postprocess.json is not read at all.
 
-    Run folders written before preprocessing.json existed (version 0.2) carry the same three keys
-    in config.json; they are read from there."""
+    In a run folder, config.json is the record train.py keeps and checks; preprocessing.json must
+    agree with it (an edited copy is refused, not silently used), and runs written before
+    preprocessing.json existed (version 0.2) are read from config.json alone."""
     if model == "pretrained" and not os.path.exists(model):  # a file or folder of that name wins
-        if not os.path.exists(PRETRAINED):
-            raise PredictError(f"{PRETRAINED}: the shipped model is missing from this installation")
-        model = PRETRAINED
+        model = pretrained_path()
     path = os.path.abspath(model)
     if os.path.isdir(path):
         run = RunFolder(path)
@@ -64,57 +65,85 @@ def describe(model: str) -> Described:
         if not os.path.exists(run.best_network):
             raise PredictError(f"{run.best_network}: not written yet; the run has not completed an epoch")
         path = run.best_network
+    if not os.path.isfile(path):
+        raise PredictError(
+            f"{path}: no such model file (a run folder holds best.keras and last.keras)"
+            if not os.path.exists(path)
+            else f"{path}: not a regular file, so not a .keras model"
+        )
     folder = os.path.dirname(path)
     preprocessing = read_preprocessing(folder)
-    post, source = read_postprocess(folder, path)
+    post, source = read_postprocess(folder, path) if read_post else (PostProcessing(), None)
     return Described(path, preprocessing, post, source)
 
 
+def pretrained_path() -> str:
+    if not os.path.exists(PRETRAINED):
+        raise PredictError(f"{PRETRAINED}: the shipped model is missing from this installation")
+    return PRETRAINED
+
+
+_PREPROCESSING_KEYS = ("clahe", "clahe_clip", "color_constancy", "fit")
+
+
 def read_preprocessing(folder: str) -> Preprocessing:
-    """The preprocessing described in FOLDER/preprocessing.json (or, for a run folder of version
-    0.2, in its config.json); none of either: resize only."""
-    for name, keys in ((PREPROCESSING, None), (CONFIG, ("clahe", "color_constancy", "fit"))):
+    """The preprocessing described in FOLDER/preprocessing.json, checked against a run folder's
+    config.json (or, for a run folder of version 0.2, read from it); neither: resize only."""
+    found = {}
+    for name in (PREPROCESSING, CONFIG):
         path = os.path.join(folder, name)
         if not os.path.exists(path):
             continue
         data = _json_object(path)
-        if keys:  # config.json holds many other options: take only the preprocessing's
-            data = {key: data[key] for key in keys if key in data}
+        if name == CONFIG:  # config.json holds many other options: take only the preprocessing's
+            data = {key: data[key] for key in _PREPROCESSING_KEYS if key in data}
         try:
-            return Preprocessing.from_json(data)
+            found[path] = Preprocessing.from_json(data)
         except (TypeError, ValueError) as err:
             raise PredictError(f"{path}: {err}") from None
-    return Preprocessing()
+    if len(set(found.values())) > 1:
+        (first, a), (second, b) = found.items()
+        raise PredictError(
+            f"{first} ({a}) disagrees with {second} ({b}), the run's record; restore it (train.py writes "
+            "it from config.json)"
+        )
+    return next(iter(found.values()), Preprocessing())
 
 
 def read_postprocess(folder: str, network_path: str) -> tuple[PostProcessing, str | None]:
     """The mask step in FOLDER/postprocess.json when it belongs to `network_path`, and the file
-    it came from; else (threshold 0.5, None)."""
+    it came from; else (threshold 0.5, None), with a warning. A run folder's record must name the
+    network it was chosen for (its digest); it is derived data, so a damaged one is ignored
+    (evaluate.py chooses again); elsewhere a damaged one is an error."""
     path = os.path.join(folder, POSTPROCESS)
-    if not os.path.exists(path):
-        return PostProcessing(), None
     in_run = os.path.basename(network_path) == BEST and RunFolder(folder).has_config()
+    default = PostProcessing(), None
+    if not os.path.exists(path):
+        if in_run:
+            log.warning(
+                "%s: no post-processing chosen for this network; threshold 0.5 (evaluate.py --run %s "
+                "chooses one on the validation split)",
+                network_path,
+                folder,
+            )
+        return default
     try:
         data = _json_object(path)
-    except PredictError as err:
-        if not in_run:
-            raise
-        # A run's choice is derived data: evaluate.py chooses it again and replaces the file.
-        log.warning("%s; ignored, threshold 0.5 (evaluate.py --run %s chooses again)", err, folder)
-        return PostProcessing(), None
-    digest = data.get("network_sha256")
-    if digest is not None and digest != file_digest(network_path):
-        if in_run:  # the choice for an earlier best.keras
-            return PostProcessing(), None
-        log.warning("%s: chosen for another network than %s; threshold 0.5 used", path, network_path)
-        return PostProcessing(), None
-    try:
+        digest = data.get("network_sha256")
+        if (digest is not None or in_run) and digest != file_digest(network_path):
+            log.warning(
+                "%s: chosen for another network than %s; threshold 0.5 used%s",
+                path,
+                network_path,
+                f" (evaluate.py --run {folder} chooses again)" if in_run else "",
+            )
+            return default
         return PostProcessing.from_json(data, path), path
-    except ValueError as err:
+    except (PredictError, ValueError) as err:
         if not in_run:
             raise PredictError(str(err)) from None
         log.warning("%s; ignored, threshold 0.5 (evaluate.py --run %s chooses again)", err, folder)
-        return PostProcessing(), None
+        return default
 
 
 def _json_object(path: str) -> dict:

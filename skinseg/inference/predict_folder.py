@@ -54,7 +54,7 @@ class PredictResult:
     stale_overlays: int = 0  # overlays of an earlier run whose masks were written anew without --overlay
     problems: list[tuple[str, str]] = field(default_factory=list)  # (input, why it was not segmented)
     seconds: float = 0.0
-    first_batch_seconds: float = 0.0  # start-up: loading, tracing and the first batch
+    first_batch_seconds: float = 0.0  # tracing and the first batch (loading and folding come before)
 
     @property
     def images_per_s(self) -> float:

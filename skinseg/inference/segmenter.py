@@ -19,6 +19,8 @@ best.keras); so are the shipped model's folder and an export's folder.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -38,7 +40,7 @@ from skinseg.data_pipeline.image_io import (
     to_original,
 )
 from skinseg.data_pipeline.preprocess import Preprocessing, prepare_image
-from skinseg.inference.description import PRETRAINED, Described, PredictError, describe
+from skinseg.inference.description import PRETRAINED, Described, PredictError, describe, pretrained_path
 from skinseg.inference.network import (
     Forward,
     check_segmenter,
@@ -109,16 +111,17 @@ class Segmenter:
     # --- loading ----------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, model: str, **options) -> Segmenter:
+    def load(cls, model: str, *, post: PostProcessing | None = None, **options) -> Segmenter:
         """What `--model` accepts: `pretrained`, a run folder, or a .keras file (with the files
-        beside it). `options`: tta, post (replaces the chosen mask step), fold."""
-        described = describe(model)
-        return cls.from_described(described, **options)
+        beside it). `post` replaces the chosen mask step (postprocess.json is then not read);
+        `options`: tta, fold."""
+        return cls.from_described(describe(model, read_post=post is None), post=post, **options)
 
     @classmethod
     def from_pretrained(cls, **options) -> Segmenter:
-        """The model shipped with the project (models/pretrained/MODEL_CARD.md)."""
-        return cls.load("pretrained", **options)
+        """The model shipped with the project (skinseg/models/pretrained/MODEL_CARD.md), whatever
+        the working folder holds."""
+        return cls.load(pretrained_path(), **options)
 
     @classmethod
     def from_run(cls, run_dir: str, **options) -> Segmenter:
@@ -130,8 +133,8 @@ class Segmenter:
 
     @classmethod
     def from_file(cls, path: str, **options) -> Segmenter:
-        """A .keras file, described by preprocessing.json and postprocess.json beside it (when
-        there are none: no preprocessing beyond the resize, threshold 0.5)."""
+        """A .keras file, described by preprocessing.json and postprocess.json beside it (none:
+        no preprocessing beyond the resize, threshold 0.5); in a run folder, its config.json."""
         return cls.load(path, **options)
 
     @classmethod
@@ -147,8 +150,7 @@ class Segmenter:
 
     def with_options(self, *, tta: bool | None = None, post: PostProcessing | None = None) -> Segmenter:
         """The same network (and its traced pass) with another TTA setting or mask step."""
-        other = object.__new__(Segmenter)
-        other.__dict__.update(self.__dict__)
+        other = copy.copy(self)
         if tta is not None:
             other.tta = tta
         if post is not None:
@@ -202,7 +204,8 @@ class Segmenter:
 
         def prepared(item):
             decoded, extra = load(item)
-            return self.prepare(decoded.array), (decoded, extra)
+            # Only the geometry travels on: the pixels would hold two batches of full-size images.
+            return self.prepare(decoded.array), (dataclasses.replace(decoded, array=None), extra)
 
         for item, prob, carried in stream_predictions(
             self._forward, items, prepared, batch_size=batch_size, tta=self.tta, workers=workers

@@ -14,13 +14,22 @@ log = logging.getLogger("skinseg")
 
 
 def choose_for_run(
-    run: RunFolder, segmenter: Segmenter | None = None, batch_size: int = 16, digest: str | None = None
+    run: RunFolder,
+    segmenter: Segmenter | None = None,
+    batch_size: int = 16,
+    digest: str | None = None,
+    fixed: bool = False,
 ) -> PostProcessing:
     """`segmenter`: the run's, already loaded from best.keras, whose digest (taken before loading
-    it) is `digest`; by default both are taken here."""
+    it) is `digest`; by default both are taken here. `fixed` (a run trained with --mask-step
+    fixed): threshold 0.5 without clean-up, recorded as such, nothing chosen."""
+    if fixed:
+        chosen = PostProcessing(chosen_on={"fixed": "threshold 0.5, no clean-up (--mask-step fixed)"})
+        write_chosen(run, chosen, digest)
+        return chosen
     if segmenter is None:
         digest = file_digest(run.best_network)
-        segmenter = Segmenter.from_run(run.path)
+        segmenter = Segmenter.from_run(run.path, post=PostProcessing())
     plain = segmenter.with_options(tta=False, post=PostProcessing())
     pairs = read_split(run.split_path)["validation"]
     probabilities, truths = [], []

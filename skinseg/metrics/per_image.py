@@ -19,6 +19,7 @@ METRICS = (
     "hd",
     "hd95",
     "avg_hausdorff",
+    "hausdorff_itk",
     "asd_medpy",
     "assd_medpy",
 )

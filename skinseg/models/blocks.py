@@ -4,6 +4,7 @@ layers, so that a saved model loads in a process that has never imported this pr
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 # PyTorch's BatchNorm defaults, as the reference used them (its momentum 0.1 is Keras' 0.9).
@@ -65,6 +66,36 @@ def conv_bn_act(
     if activation is not None:
         x = layers.Activation(activation, name=f"{name}_{activation}")(x)
     return x
+
+
+def _align_corners_matrix(source: int, target: int) -> np.ndarray:
+    """(source, target) weights of 1-D linear interpolation with the end samples aligned
+    (PyTorch's `align_corners=True`): output j reads input position j (source - 1) / (target - 1)."""
+    matrix = np.zeros((source, target), "float32")
+    for j in range(target):
+        position = j * (source - 1) / (target - 1) if target > 1 else 0.0
+        low = min(int(np.floor(position)), source - 1)
+        high = min(low + 1, source - 1)
+        matrix[low, j] += 1.0 - (position - low)
+        matrix[high, j] += position - low
+    return matrix
+
+
+def resize_align_corners(x, size: tuple[int, int], name: str):
+    """Bilinear resize with aligned corners, as the reference's `F.interpolate(...,
+    align_corners=True)`, from built-in layers only (so a saved model loads without this
+    project): two frozen bias-free Dense layers, one per axis, between Permutes. Keras'
+    UpSampling2D and Resizing sample at half-pixel centres (PyTorch's align_corners=False)."""
+    h, w = x.shape[1], x.shape[2]
+    x = layers.Permute((3, 1, 2), name=f"{name}_chw")(x)  # (B, C, H, W): resize W
+    width = layers.Dense(size[1], use_bias=False, trainable=False, name=f"{name}_w")
+    x = width(x)
+    x = layers.Permute((1, 3, 2), name=f"{name}_cwh")(x)  # (B, C, W', H): resize H
+    height = layers.Dense(size[0], use_bias=False, trainable=False, name=f"{name}_h")
+    x = height(x)
+    width.set_weights([_align_corners_matrix(w, size[1])])
+    height.set_weights([_align_corners_matrix(h, size[0])])
+    return layers.Permute((3, 2, 1), name=f"{name}_hwc")(x)  # (B, H', W', C)
 
 
 def sigmoid_head(x, name="mask"):

@@ -8,6 +8,11 @@ and dilations changed, so ImageNet weights load unchanged. Two differences from 
 (torchvision-style) ResNet remain, both inherited from Keras: the stride of each downsampling
 block sits on its first 1x1 convolution rather than on the 3x3 one, and the convolutions carry
 biases (ResNet-101: 42.66 M parameters here against torchvision's 42.50 M).
+
+As the reference's models/deeplab_resnet.py: no dropout anywhere; RGB in [0, 1] into the ResNet
+when it trains from scratch (Keras' caffe preprocessing only with ImageNet weights, which expect
+it); every bilinear resize with aligned corners (`F.interpolate(..., align_corners=True)`), built
+from frozen Dense layers (`blocks.resize_align_corners`), not Keras' half-pixel UpSampling2D.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 from keras import layers
 
 from skinseg.core.errors import SkinsegError
-from skinseg.models.blocks import BN_MOMENTUM, conv_bn_act, image_input
+from skinseg.models.blocks import BN_MOMENTUM, conv_bn_act, image_input, resize_align_corners
 
 BACKBONES = {
     "resnet50": ("ResNet50", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
@@ -111,8 +116,7 @@ def aspp(x, filters: int, rates=ASPP_RATES):
         for rate in rates
     ]
     x = layers.Concatenate(name="aspp_concat")([*branches, pooled])
-    x = conv_bn_act(x, filters, 1, "aspp_out")
-    return layers.Dropout(0.5, name="aspp_dropout")(x)
+    return conv_bn_act(x, filters, 1, "aspp_out")
 
 
 def build_deeplabv3plus(
@@ -130,17 +134,18 @@ def build_deeplabv3plus(
         raise ValueError(f"image size {h}x{w} is not divisible by 16 (the backbone's output stride)")
     resnet = dilated_resnet(backbone, (h, w), backbone_weights)
     inputs = image_input(h, w)
-    low, high = resnet(caffe_preprocess(inputs))
+    # The reference feeds [0, 1] RGB to a ResNet trained from scratch; ImageNet weights expect
+    # their own (caffe) input, so only they get it.
+    pretrained = backbone_weights not in (None, "none")
+    low, high = resnet(caffe_preprocess(inputs) if pretrained else inputs)
     x = aspp(high, width)
-    x = layers.UpSampling2D(4, interpolation="bilinear", name="decoder_up4")(x)
+    x = resize_align_corners(x, (low.shape[1], low.shape[2]), "decoder_up4")
     low = conv_bn_act(low, 48, 1, "decoder_low_proj")
     x = layers.Concatenate(name="decoder_concat")([x, low])
     x = conv_bn_act(x, width, 3, "decoder_a")
-    x = layers.Dropout(0.5, name="decoder_a_dropout")(x)
     x = conv_bn_act(x, width, 3, "decoder_b")
-    x = layers.Dropout(0.1, name="decoder_b_dropout")(x)
     # Upsampling the one logit rather than `width` feature maps: the same result (both steps are
     # linear), 1/width of the work.
     logits = layers.Conv2D(1, 1, name="logits")(x)
-    logits = layers.UpSampling2D(4, interpolation="bilinear", name="logits_up4")(logits)
+    logits = resize_align_corners(logits, (h, w), "logits_up4")
     return keras.Model(inputs, layers.Activation("sigmoid", dtype="float32", name="mask")(logits), name=name)

@@ -23,6 +23,8 @@ GROUPS = {
     "optimisation": "optimisation",
     "run": "run",
 }
+REFERENCE_CLAHE_RANGE = (1.0, 4.0)  # albumentations 0.5.2's CLAHE(clip_limit=4.0): U(1, 4) per call
+REFERENCE_CLAHE_CLIP = 2.5  # its mean: the fixed clip outside training
 MONITORS = ("val_dice", "val_loss", "dice", "loss")  # the metrics training logs
 
 
@@ -30,7 +32,13 @@ class ConfigError(SkinsegError, ValueError):
     """A configuration that cannot be run; the message names the option or the file."""
 
 
-def _optional_int(text: str) -> int | None:
+AUTO_FILTERS = 0  # --max-filters auto: settled against the memory there is when the run starts
+
+
+def _filters(text: str) -> int | None:
+    """--max-filters: auto (0), none (None: the reference's widths) or a number."""
+    if text.lower() == "auto":
+        return AUTO_FILTERS
     return None if text.lower() in ("none", "0") else int(text)
 
 
@@ -69,6 +77,12 @@ class RunConfig:
         choices=("stretch", "pad"),
     )
     clahe: bool = option(False, "data", "CLAHE on every image, at train, test and inference time")
+    clahe_clip: float = option(
+        2.0,
+        "data",
+        "CLAHE clip limit (--aug-policy reference: 2.5 at validation, test and prediction, the mean of "
+        "its training draws from U(1, 4), as albumentations 0.5.2 drew them)",
+    )
     color_constancy: bool = option(
         False, "data", "Shades-of-Gray colour constancy on every image (also inside the exports)"
     )
@@ -95,7 +109,14 @@ class RunConfig:
     )
     depth: int | None = option(None, "model", "override the UNet preset's number of levels", type=int)
     max_filters: int | None = option(
-        1024, "model", "UNet channel cap; none: the reference's widths", type=_optional_int
+        AUTO_FILTERS,
+        "model",
+        "UNet channel cap: auto (the reference's widths when the run's estimated memory fits the GPU's "
+        "or this machine's, else the widest cap that fits, said loudly and recorded), none (the "
+        "reference's widths or an error), or N",
+        type=_filters,
+        metavar="auto|none|N",
+        shown_default="auto",
     )
     padding: str = option(
         "reflect",
@@ -116,11 +137,22 @@ class RunConfig:
         "from scratch, as the reference",
         metavar="WEIGHTS",
     )
+    init: str = option(
+        "keras",
+        "model",
+        "weight initialisation: keras (Keras' defaults: Glorot-uniform kernels, zero biases) or reference "
+        "(the reference's PyTorch code: Kaiming-normal for the UNet's and for DeepLab's ResNet and ASPP "
+        "convolutions, PyTorch's defaults elsewhere)",
+        choices=("keras", "reference"),
+    )
     # optimisation
     epochs: int = option(50, "optimisation", "epochs")
     batch_size: int = option(16, "optimisation", "global batch size (split across replicas)")
     lr: float = option(1e-3, "optimisation", "learning rate")
     optimizer: str = option("adam", "optimisation", "optimizer", choices=("adam", "adamw", "sgd"))
+    epsilon: float = option(
+        1e-7, "optimisation", "Adam/AdamW epsilon (Keras' default 1e-7; the reference's PyTorch Adam: 1e-8)"
+    )
     weight_decay: float = option(1e-4, "optimisation", "AdamW weight decay")
     loss: str = option(
         "bce",
@@ -137,9 +169,10 @@ class RunConfig:
     aug_policy: str = option(
         "default",
         "optimisation",
-        "with --aug: default, or strong (any rotation, zoom +-25 percent, stronger colour and saturation: "
-        "for images from other cameras)",
-        choices=("default", "strong"),
+        "with --aug: default, strong (any rotation, zoom +-25 percent, stronger colour and saturation: "
+        "for images from other cameras), or reference (the reference's: CLAHE with a clip drawn from "
+        "U(1, 4), the four 90-degree rotations, its elastic warp, shift-scale-rotate on half the images)",
+        choices=("default", "strong", "reference"),
     )
     elastic: float = option(0.0, "optimisation", "with --aug: probability of an elastic warp per image")
     ema: float = option(
@@ -167,6 +200,14 @@ class RunConfig:
     seed: int = option(0, "run", "seeds Python, NumPy, TensorFlow, shuffling and augmentation")
     deterministic: bool = option(False, "run", "TensorFlow op determinism (slower)")
     monitor: str = option("val_dice", "run", "metric that selects best.keras", choices=MONITORS)
+    mask_step: str = option(
+        "validation",
+        "run",
+        "how probabilities become masks: validation (threshold, largest component and hole filling "
+        "chosen on the validation split after training) or fixed (threshold 0.5, no clean-up: the "
+        "reference's rounding)",
+        choices=("validation", "fixed"),
+    )
     early_stopping: int = option(
         0, "run", "stop after PATIENCE epochs without improvement; 0 = off", metavar="PATIENCE"
     )
@@ -190,8 +231,15 @@ class RunConfig:
         choices=("none", "best", "reference"),
     )
     created_with: dict = field(default_factory=dict, metadata={"cli": False})  # library versions
+    # the memory estimate that settled max_filters (training.estimate.fit_capacity), for the record
+    capacity: dict = field(default_factory=dict, metadata={"cli": False})
 
     def __post_init__(self):
+        if self.aug and self.aug_policy == "reference" and not self.clahe:
+            # The reference's policy begins with CLAHE (clip drawn from U(1, 4) in training); a
+            # network trained so is fed CLAHE at the mean clip everywhere else.
+            object.__setattr__(self, "clahe", True)
+            object.__setattr__(self, "clahe_clip", REFERENCE_CLAHE_CLIP)
         if isinstance(self.data, (str, os.PathLike)):  # RunConfig(data="ISIC2018/") from Python
             object.__setattr__(self, "data", ((os.fspath(self.data),),))
         elif self.data and all(isinstance(p, (str, os.PathLike)) for p in self.data):  # (images, masks)
@@ -212,7 +260,9 @@ class RunConfig:
             (self.flooding >= 0, f"flooding level must be >= 0; got {self.flooding}"),
             (0.0 <= self.elastic <= 1.0, f"elastic must be a probability in [0, 1]; got {self.elastic}"),
             (0.0 <= self.ema < 1.0, f"ema momentum must be in [0, 1); got {self.ema}"),
-            (self.aug or self.aug_policy == "default", "aug_policy strong needs --aug"),
+            (self.aug or self.aug_policy == "default", f"--aug-policy {self.aug_policy} needs --aug"),
+            (self.epsilon > 0, f"epsilon must be positive; got {self.epsilon}"),
+            (0 < self.clahe_clip < float("inf"), f"clahe_clip must be positive; got {self.clahe_clip}"),
             (
                 not (self.ema and self.strategy == "multiworker"),
                 "--ema with --strategy multiworker is not supported (its weight swap is untested there)",
@@ -226,7 +276,10 @@ class RunConfig:
             (self.early_stopping >= 0, f"early_stopping must be >= 0; got {self.early_stopping}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0; got {self.weight_decay}"),
             (self.logical_cpus >= 0, f"logical_cpus must be >= 0; got {self.logical_cpus}"),
-            (self.max_filters is None or self.max_filters >= 1, "max_filters must be at least 1 or none"),
+            (
+                self.max_filters is None or self.max_filters >= 0,
+                "max_filters must be auto, none or at least 1",
+            ),
         )
         for ok, message in checks:
             if not ok:
@@ -243,7 +296,9 @@ class RunConfig:
 
     @property
     def preprocessing(self):
-        return Preprocessing(clahe=self.clahe, color_constancy=self.color_constancy, fit=self.fit)
+        return Preprocessing(
+            clahe=self.clahe, color_constancy=self.color_constancy, fit=self.fit, clahe_clip=self.clahe_clip
+        )
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
@@ -289,7 +344,7 @@ class RunConfig:
         """What identifies the run's training: everything but where it lives, its library
         versions, its length (which --resume --epochs may extend) and the recipe's name (its values are
         in the other fields)."""
-        skip = ("out", "created_with", "epochs", "recipe")
+        skip = ("out", "created_with", "epochs", "recipe", "capacity")
         return {k: v for k, v in self.to_json().items() if k not in skip}
 
 
@@ -353,7 +408,9 @@ def add_options(parser: argparse.ArgumentParser, suppress_defaults: bool = False
                 kwargs["type"] = type(f.default)
             if "metavar" not in kwargs and "choices" not in kwargs:
                 kwargs["metavar"] = "X" if kwargs.get("type") is float else "N"
-            if f.default is not None and f.default != "":
+            if "shown_default" in meta:  # a sentinel's name, not its value
+                kwargs["help"] += f" (default: {meta['shown_default']})"
+            elif f.default is not None and f.default != "":
                 kwargs["help"] += " (default: %(default)s)"
         if suppress_defaults:
             kwargs["default"] = argparse.SUPPRESS

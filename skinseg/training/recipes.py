@@ -22,18 +22,41 @@ RECIPES: dict[str, dict] = {
         "color_constancy": True,
         "epochs": 15,
     },
-    # The reference's own settings (its table's baseline row): what `--recipe reference` restores
-    # when other defaults change.
+    # The reference's protocol (CreamNuts/Skin-Leison-Segmentation-Homework: train.py, models/Unet.py,
+    # metrics.py and every notebook's first cell): Adam at lr 1e-5 with PyTorch's epsilon 1e-8,
+    # batch 32, 100 epochs, BCE on sigmoid outputs, no schedule, its weight initialisation,
+    # predictions rounded at 0.5 without clean-up, the epoch of the lowest held-out loss (here the
+    # validation split's: the reference selected on its test set). Rows that differ add their one
+    # option: --model, --lr-schedule step (StepLR(30, 0.1)), --flooding 0.1, or --aug
+    # --aug-policy reference.
     "reference": {
         "model": "baseline",
         "width": None,
+        "depth": None,
+        "max_filters": 0,  # auto: its widths when they fit the machine, else capped loudly
         "image_size": 128,
-        "batch_size": 16,
+        "padding": "reflect",
+        "init": "reference",
+        "batch_size": 32,
+        "epochs": 100,
+        "lr": 1e-5,
+        "optimizer": "adam",
+        "epsilon": 1e-8,
         "loss": "bce",
         "lr_schedule": "none",
+        "step_every": 30,
+        "step_factor": 0.1,
+        "warmup_epochs": 0,
         "aug": False,
+        "elastic": 0.0,
+        "ema": 0.0,
+        "flooding": 0.0,
+        "clahe": False,
         "color_constancy": False,
-        "epochs": 50,
+        "fit": "stretch",
+        "monitor": "val_loss",
+        "mask_step": "fixed",
+        "mixed_precision": False,
     },
 }
 

@@ -7,6 +7,7 @@ checkpoints against what the resume state vouches for). One process writes a run
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -21,15 +22,16 @@ import numpy as np
 import tensorflow as tf
 
 from skinseg.core.atomic import write_json
-from skinseg.core.errors import DataError, ModelLoadError, RunFolderError, SkinsegError
+from skinseg.core.errors import RunFolderError, SkinsegError
 from skinseg.core.run_folder import RunFolder, file_digest
-from skinseg.data_pipeline.augment import POLICIES, build_augmenter
+from skinseg.data_pipeline.augment import POLICIES, build_augmenter, reference_augmenter
 from skinseg.data_pipeline.split import assemble_splits, read_split, write_split
 from skinseg.data_pipeline.synthetic import default_data
 from skinseg.data_pipeline.tfdata import make_dataset, resolve_cache, steps_per_epoch
 from skinseg.inference.validation import choose_for_run
 from skinseg.losses import get_loss
-from skinseg.models.registry import build_model
+from skinseg.models.init import initialize
+from skinseg.models.registry import build_model, resolve
 from skinseg.training.callbacks import (
     EMAWeights,
     EpochPrinter,
@@ -40,9 +42,15 @@ from skinseg.training.callbacks import (
     restore_plateau,
     schedule_callbacks,
 )
-from skinseg.training.config import ConfigError, RunConfig, default_run_name
+from skinseg.training.config import (
+    AUTO_FILTERS,
+    REFERENCE_CLAHE_RANGE,
+    ConfigError,
+    RunConfig,
+    default_run_name,
+)
 from skinseg.training.distribute import StrategyError, is_chief, make_strategy, split_cpu, worker_name
-from skinseg.training.estimate import warn_if_slow
+from skinseg.training.estimate import fit_capacity, warn_if_slow
 from skinseg.training.trainer import DiceScore, SegmentationTrainer
 
 log = logging.getLogger("skinseg")
@@ -110,6 +118,40 @@ def write_records(run: RunFolder, config: RunConfig) -> None:
     write_json(run.preprocessing_path, config.preprocessing.to_json())
 
 
+def settle_capacity(config: RunConfig) -> RunConfig:
+    """`--max-filters auto` made concrete before anything is written: the reference's widths when
+    the run's estimated memory fits, else the widest cap that does, said loudly; recorded in
+    config.json (`capacity`) and marked in the results table."""
+    preset = resolve(config.model)
+    if preset.family != "unet":
+        return config.replace(max_filters=None if config.max_filters == AUTO_FILTERS else config.max_filters)
+    record = fit_capacity(
+        config.width or preset.width,
+        config.depth or preset.depth,
+        config.max_filters,
+        config.image_size,
+        config.batch_size,
+        config.optimizer,
+        bool(config.ema),
+    )
+    if record["capped"]:
+        log.warning(
+            "%s: the reference's widths (%s parameters) need an estimated %.1f GiB to train at batch %d, "
+            "over the %.1f GiB budget of this machine's %s; channels capped at %d: %s parameters "
+            "(estimated %.1f GiB). --max-filters none insists on the reference's widths, N chooses a cap",
+            config.model,
+            f"{record['reference_parameters']:,}",
+            record["reference_gib"],
+            config.batch_size,
+            record["budget_gib"],
+            record["memory"],
+            record["max_filters"],
+            f"{record['parameters']:,}",
+            record["estimated_gib"],
+        )
+    return config.replace(max_filters=record["max_filters"], capacity=record)
+
+
 def start_run(config: RunConfig, *, overwrite: bool = False):
     """The data checked and split, then the run folder locked, made ready and recorded.
     Returns (config as recorded, run folder (locked), splits)."""
@@ -122,6 +164,7 @@ def start_run(config: RunConfig, *, overwrite: bool = False):
         skip_bad=config.skip_bad,
         allow_overlap=config.allow_overlap,
     )
+    config = settle_capacity(config)
     run = RunFolder(config.out or os.path.join("runs", default_run_name(config)))
     run.lock()
     try:
@@ -376,11 +419,13 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
             backbone=config.backbone,
             backbone_weights=config.backbone_weights,
         )
-        augmenter = (
-            build_augmenter(config.seed, elastic=config.elastic, **POLICIES[config.aug_policy])
-            if config.aug
-            else None
-        )
+        if not completed:  # a resumed run loads its weights; a fresh one draws them as asked
+            initialize(network, config.init, resolve(config.model).family, config.seed)
+        augmenter = None
+        if config.aug and config.aug_policy == "reference":
+            augmenter = reference_augmenter(config.seed)
+        elif config.aug:
+            augmenter = build_augmenter(config.seed, elastic=config.elastic, **POLICIES[config.aug_policy])
         trainer = SegmentationTrainer(network, augmenter)
         trainer.compile(
             optimizer=make_optimizer(config, steps),
@@ -406,7 +451,18 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
         "cache_dir": run.cache_dir,
         "preprocessing": config.preprocessing,
     }
-    train_ds = make_dataset(train_pairs, training=True, seed=config.seed, pack=True, **common)
+    reference_policy = config.aug and config.aug_policy == "reference"
+    train_ds = make_dataset(
+        train_pairs,
+        training=True,
+        seed=config.seed,
+        pack=True,
+        # The reference's CLAHE draws its clip per image in training: after the cache, not in it.
+        **{**common, "preprocessing": dataclasses.replace(config.preprocessing, clahe=False)}
+        if reference_policy
+        else common,
+        clahe_clip_range=REFERENCE_CLAHE_RANGE if reference_policy else None,
+    )
     train_ds = train_ds.skip(completed * steps)  # a resumed run sees the batches it would have seen
     val_ds = make_dataset(val_pairs, training=False, pack=True, **common) if val_pairs else None
 
@@ -483,8 +539,8 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
     elif val_pairs and os.path.exists(run.best_network):
         # Outside the workers' collectives: evaluation chooses it for multi-worker runs.
         try:
-            choose_for_run(run, batch_size=config.batch_size)
-        except (DataError, ModelLoadError, OSError) as err:  # the run itself is complete
+            choose_for_run(run, batch_size=config.batch_size, fixed=config.mask_step == "fixed")
+        except (SkinsegError, OSError) as err:  # the run itself is complete
             log.warning("post-processing not chosen (%s); evaluate.py chooses it", err)
     return RunResult(run.path, len(recorder.rows), recorder.best_epoch, recorder.best, recorder.rows)
 
@@ -519,9 +575,9 @@ def make_optimizer(config: RunConfig, steps: int):
     lr = learning_rate(config, steps)
     ema = {"use_ema": True, "ema_momentum": config.ema} if config.ema else {}
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(lr, **ema)
+        return keras.optimizers.Adam(lr, epsilon=config.epsilon, **ema)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, epsilon=config.epsilon, **ema)
     return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema)
 
 
