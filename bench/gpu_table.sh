@@ -16,8 +16,9 @@
 # run's estimated memory fits the GPU (an H200's 141 GB holds the 1.99 B-parameter bigger_deeper at
 # batch 32) and caps them loudly otherwise. Their checkpoints are large: a .keras file is 4 bytes a
 # parameter and the resume state 12 (weights and Adam's two slots), so checkpoints are written only at the
-# end (--checkpoint-every EPOCHS) and best.keras whenever the validation loss improves. The 15-minute
-# device budget of a session holds a few rows at reduced epochs, not the table: pick them with ROWS/EPOCHS.
+# end (--checkpoint-every EPOCHS) and best.keras whenever the validation loss improves; a finished row
+# keeps only best.keras (bigger_deeper: 8 GB). The 15-minute device budget of a session holds a few rows
+# at reduced epochs, not the table: pick them with ROWS/EPOCHS.
 set -euo pipefail
 DATA=${1:-../shared/data/isic_seed128}
 RUNS=${2:-runs_gpu}
@@ -29,18 +30,20 @@ SIZE=()
 if [[ "${SMOKE:-0}" == 1 ]]; then EPOCHS=1; SIZE=(--width 4); fi
 export NO_ALBUMENTATIONS_UPDATE=1 TF_CPP_MIN_LOG_LEVEL=2
 
-options() {  # the row's own options, on top of the recipe
+# The row's own options, on top of the recipe. Widths are explicit: --recipe best narrows its UNet to 16
+# filters, which would make every UNet row the same network.
+options() {
   case $1 in
-    baseline) echo "--model baseline" ;;
-    deeplabv3plus) echo "--model deeplabv3plus --backbone resnet101 --backbone-weights none" ;;
-    hardnet_mseg) echo "--model hardnet_mseg" ;;
-    bigger) echo "--model bigger" ;;
-    deeper) echo "--model deeper" ;;
-    baseline-aug) echo "--model baseline --aug --aug-policy reference" ;;
-    baseline-lrstep) echo "--model baseline --lr-schedule step" ;;
-    baseline-flood0.1) echo "--model baseline --flooding 0.1" ;;
-    bigger_deeper-aug) echo "--model bigger_deeper --aug --aug-policy reference" ;;
-    slightly_bigger_deeper-aug) echo "--model slightly_bigger_deeper --aug --aug-policy reference" ;;
+    baseline) echo "--model baseline --width 64" ;;
+    deeplabv3plus) echo "--model deeplabv3plus --width 256 --backbone resnet101 --backbone-weights none" ;;
+    hardnet_mseg) echo "--model hardnet_mseg --width 32" ;;
+    bigger) echo "--model bigger --width 128" ;;
+    deeper) echo "--model deeper --width 64" ;;
+    baseline-aug) echo "--model baseline --width 64 --aug --aug-policy reference" ;;
+    baseline-lrstep) echo "--model baseline --width 64 --lr-schedule step" ;;
+    baseline-flood0.1) echo "--model baseline --width 64 --flooding 0.1" ;;
+    bigger_deeper-aug) echo "--model bigger_deeper --width 128 --aug --aug-policy reference" ;;
+    slightly_bigger_deeper-aug) echo "--model slightly_bigger_deeper --width 96 --aug --aug-policy reference" ;;
     *) echo "unknown row $1; rows: $ALL_ROWS" >&2; exit 2 ;;
   esac
 }
@@ -52,7 +55,7 @@ estimate() {
   local params rate
   case $1 in
     baseline* ) params=31055297; rate=1500 ;;
-    deeplabv3plus) params=59501389; rate=600 ;;
+    deeplabv3plus) params=59510081; rate=600 ;;
     hardnet_mseg) params=17440225; rate=1200 ;;
     bigger) params=124156801; rate=500 ;;
     deeper) params=497766849; rate=900 ;;
@@ -64,16 +67,17 @@ import sys
 row, params, rate, epochs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 minutes = (720 + 80) * epochs / rate / 60 + 0.5
 disk = params * 4 * (2 + 3) / 1e9  # best.keras + last.keras + resume state (weights, two Adam slots)
-print(f"{row}: {params / 1e6:,.0f} M parameters; about {minutes:.0f} min for {epochs} epochs; about {disk:.1f} GB of checkpoints")
+print(f"{row}: {params / 1e6:,.0f} M parameters; about {minutes:.0f} min for {epochs} epochs; about {disk:.1f} GB "
+      "of checkpoints while it trains, best.keras alone after")
 EOF
 }
 
-mkdir -p "$RUNS"
-: > "$RUNS/timings.txt"
 if [[ "${PLAN:-0}" == 1 ]]; then
   for name in $ROWS; do estimate "$name"; done
   exit 0
 fi
+mkdir -p "$RUNS"
+: > "$RUNS/timings.txt"
 # Does the input pipeline keep the GPU busy? (delivery vs consumption ratio, in a few seconds)
 python -m bench.pipeline --json "$RUNS/pipeline.json" | tail -3 | tee -a "$RUNS/timings.txt"
 
@@ -92,6 +96,10 @@ for table in $TABLES; do
     python train.py "${RECIPE[@]}" $(options "$name") --data "$DATA" --epochs "$EPOCHS" \
       --checkpoint-every "$EPOCHS" --verbose 2 --out "$folder/$name" --overwrite "${SIZE[@]}"
     echo "$table/$name: $((SECONDS - start)) s" | tee -a "$RUNS/timings.txt"
+    # The table needs best.keras (and the records); the resume state and last.keras of a finished row
+    # are the bulk of its disk (16 bytes a parameter): 64 GB would not hold the 6-level rows' otherwise.
+    rm -rf "$folder/$name/resume" "$folder/$name/last.keras"
+    df -h "$RUNS" | tail -1 | tee -a "$RUNS/timings.txt"
   done
   baseline=()
   [[ " $ROWS " == *" baseline "* ]] && baseline=(--baseline baseline)

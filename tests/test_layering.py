@@ -107,3 +107,19 @@ def test_help_does_not_import_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_the_lock_degrades_where_fcntl_does_not_exist(tmp_path, monkeypatch, caplog):
+    """Windows has no fcntl: msvcrt's byte lock there; on a platform with neither, no lock and a
+    warning, never an import error."""
+    from skinseg.core import locking
+    from skinseg.core.run_folder import RunFolder
+
+    monkeypatch.setattr(locking, "fcntl", None)
+    monkeypatch.setattr(locking, "msvcrt", None)
+    monkeypatch.setattr(locking, "_warned", False)
+    run = RunFolder(tmp_path / "run")
+    run.lock()
+    RunFolder(tmp_path / "run").lock()  # a second holder is not refused without a lock primitive
+    assert caplog.text.count("no file locking on this platform") == 1
+    run.unlock()

@@ -78,8 +78,9 @@ def test_elastic_field_matches_albumentations_in_size_and_smoothness():
     mean absolute displacement and its mean neighbour-to-neighbour change agree with
     albumentations 2's ElasticTransform(alpha=120, sigma=6, noise_distribution="uniform") on
     128 px images within 10 %, away from the border: albumentations 2 blurs the noise with
-    BORDER_REPLICATE, 0.5.2 (the reference's) and this layer with BORDER_REFLECT_101, which
-    changes the field within 4 sigma = 24 px of the edges (there, 2.x's field is rougher)."""
+    OpenCV's BORDER_REPLICATE, 0.5.2 (the reference's) and this layer as scipy's gaussian_filter
+    (mode reflect, the edge pixel repeated), which changes the field within 4 sigma = 24 px of the
+    edges."""
     from albumentations.augmentations.geometric import functional as fgeometric
 
     rng = np.random.default_rng(0)
@@ -122,3 +123,30 @@ def test_the_reference_pipeline_runs_jointly_in_a_compiled_function():
     out = tf.function(lambda d: augmenter(d, training=True))(data)
     assert out["images"].shape == (4, 64, 64, 3) and out["segmentation_masks"].shape == (4, 64, 64, 1)
     assert set(np.unique(np.asarray(out["segmentation_masks"]))) <= {0.0, 1.0}
+
+
+def test_the_reference_policy_runs_under_mixed_precision():
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        out = reference_augmenter(seed=0)(_batch(n=2, size=32), training=True)
+        assert np.asarray(out["images"]).dtype == np.float32 and np.isfinite(np.asarray(out["images"])).all()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_training_clahe_then_colour_constancy_in_prepare_images_order():
+    """With a random CLAHE clip the cache holds the images before both steps; the map after it
+    applies CLAHE, then colour constancy, as prepare_image does everywhere else."""
+    import tensorflow as tf
+
+    from skinseg.data_pipeline.preprocess import clahe, shades_of_gray
+    from skinseg.data_pipeline.tfdata import _random_clahe
+
+    rng = np.random.default_rng(3)
+    image = (rng.random((32, 32, 3)) * np.array([0.5, 0.8, 1.0]) * 255).astype(np.uint8)
+    mapped = _random_clahe((3.0, 3.0), (32, 32), True)  # a one-point range: the clip is 3
+    out, _ = mapped((tf.constant(image), tf.zeros((32, 32, 1), tf.uint8)), tf.constant(7, tf.int64))
+    np.testing.assert_array_equal(out.numpy(), shades_of_gray(clahe(image, 3.0)))
+    assert not np.array_equal(out.numpy(), clahe(shades_of_gray(image), 3.0))  # the order matters

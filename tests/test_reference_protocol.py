@@ -134,3 +134,42 @@ def test_the_reference_widths_are_used_when_they_fit_and_capped_loudly_when_they
     assert config.max_filters == capped["max_filters"] and config.capacity["capped"]
     assert "1,119,879,841 parameters" in caplog.text and "--max-filters none insists" in caplog.text
     assert settle_capacity(RunConfig(model="hardnet_mseg")).max_filters is None  # not a UNet: no cap
+
+
+@pytest.mark.integration
+def test_a_reference_row_trains_and_records_what_predict_needs(tmp_path, simple_dataset):
+    """`--recipe reference --aug --aug-policy reference` end to end at a tiny width: the run
+    records the protocol, the fixed mask step and the CLAHE its images get outside training."""
+    import json
+
+    from skinseg.cli import predict, train
+    from skinseg.inference.segmenter import Segmenter
+
+    out = tmp_path / "run"
+    argv = ["--recipe", "reference", "--aug", "--aug-policy", "reference", "--width", "2", "--depth", "2"]
+    argv += ["--image-size", "32", "--epochs", "1", "--batch-size", "4", "--data", simple_dataset]
+    assert train.main([*argv, "--out", str(out), "--verbose", "0"]) == 0
+    config = json.load(open(out / "config.json"))
+    assert (config["init"], config["epsilon"], config["monitor"], config["mask_step"]) == (
+        "reference",
+        1e-8,
+        "val_loss",
+        "fixed",
+    )
+    assert config["clahe"] is True and config["clahe_clip"] == 2.5 and config["capacity"]["capped"] is False
+    assert json.load(open(out / "preprocessing.json"))["clahe_clip"] == 2.5
+    post = json.load(open(out / "postprocess.json"))
+    assert (post["threshold"], post["largest_component"], post["fill_holes"]) == (0.5, False, False)
+    segmenter = Segmenter.from_run(str(out))
+    assert segmenter.preprocessing.clahe and segmenter.preprocessing.clahe_clip == 2.5
+    images = tmp_path / "data" / "testing" / "image"
+    assert predict.main(["--model", str(out), str(images), "--out", str(tmp_path / "masks")]) == 0
+
+
+def test_reference_policy_settings_that_conflict_or_were_typed():
+    from skinseg.training.config import ConfigError, RunConfig
+
+    assert RunConfig(aug=True, aug_policy="reference").clahe_clip == 2.5
+    assert RunConfig(aug=True, aug_policy="reference", clahe_clip=3.0).clahe_clip == 3.0  # typed: kept
+    with pytest.raises(ConfigError, match="would overwrite --backbone-weights imagenet"):
+        RunConfig(model="deeplabv3plus", init="reference", backbone_weights="imagenet")

@@ -1,6 +1,10 @@
 """What the command lines share: a quiet TensorFlow start-up, the line that says where a command
 runs, and the mapping of failures to exit codes (2: the input or the environment, with one line
-naming the file; 3: training diverged; 130: interrupted)."""
+naming the file; 3: training diverged; 130: interrupted).
+
+Each command imports the floors it runs inside its main(), after the arguments are parsed: the
+one place where imports are not at the top of a file, because TensorFlow takes seconds to import
+and every --help answers without it (tests/test_layering.py checks)."""
 
 from __future__ import annotations
 

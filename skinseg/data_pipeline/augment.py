@@ -133,6 +133,9 @@ class _JointLayer(keras.layers.Layer):
     """A random transform of {"images", "segmentation_masks"} batches, seeded, training only."""
 
     def __init__(self, seed=None, **kwargs):
+        # float32 whatever the global policy: under mixed_float16 the sampling weights and the
+        # coordinates must not meet half-precision images (and 1/8-pixel steps need float32).
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -168,9 +171,10 @@ class RandomRotate90(_JointLayer):
 
 
 def _gaussian_kernel(sigma: float, size: int):
-    """OpenCV's GaussianBlur kernel for float images at ksize (0, 0): 2 * round(4 sigma) + 1 taps,
-    truncated to what an image of `size` pixels can reflect."""
-    radius = min(int(round(4 * sigma)), size - 1)
+    """scipy.ndimage.gaussian_filter's kernel (truncate 4.0): 2 * int(4 sigma + 0.5) + 1 taps,
+    truncated to what an image of `size` pixels can reflect once (scipy reflects again on
+    images smaller than the kernel; only those differ)."""
+    radius = min(int(4 * sigma + 0.5), size)
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     return (taps / taps.sum()).astype("float32"), radius
 
@@ -180,8 +184,9 @@ class ReferenceElastic(_JointLayer):
     """albumentations 0.5.2's ElasticTransform, the reference's (alpha 120, sigma 6, alpha_affine
     3.6, p=1): a random affine map moving three points by up to +-alpha_affine pixels, then a
     displacement field of alpha x (uniform noise in [-1, 1] blurred by a Gaussian of sigma pixels),
-    in pixels, each image its own field; image bilinear, mask nearest, one field for both, borders
-    reflected about the edge pixel (BORDER_REFLECT_101). The two resamplings of albumentations are
+    in pixels, each image its own field (the noise blurred as scipy's gaussian_filter does,
+    truncated at 4 sigma, the edge pixel repeated); image bilinear, mask nearest, one field for
+    both, the image's borders reflected about the edge pixel (cv2.remap's BORDER_REFLECT_101). The two resamplings of albumentations are
     one here (the affine map applied to the displaced coordinates), which blurs less and differs
     only within a few pixels of the border."""
 
@@ -193,7 +198,9 @@ class ReferenceElastic(_JointLayer):
         """(dy, dx), each (B, H, W), in pixels."""
         noise = keras.random.uniform((batch, h, w, 2), -1.0, 1.0, seed=self.seed_generator)
         kernel, radius = _gaussian_kernel(self.sigma, min(h, w))
-        padded = ops.pad(noise, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="reflect")
+        # albumentations 0.5.2 blurs with scipy.ndimage.gaussian_filter, mode "reflect": the edge
+        # pixel repeated (numpy's and ops.pad's "symmetric").
+        padded = ops.pad(noise, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="symmetric")
         column = ops.convert_to_tensor(np.tile(kernel[:, None, None, None], (1, 1, 2, 1)))
         row = ops.convert_to_tensor(np.tile(kernel[None, :, None, None], (1, 1, 2, 1)))
         blurred = ops.depthwise_conv(

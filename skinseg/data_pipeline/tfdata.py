@@ -7,6 +7,7 @@ happens later, on batches, inside the compiled train step (see `augment.py`). El
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -14,7 +15,7 @@ import tensorflow as tf
 
 from skinseg.data_pipeline.discovery import Pair
 from skinseg.data_pipeline.image_io import read_image, read_mask, resize_mask
-from skinseg.data_pipeline.preprocess import Preprocessing, clahe, prepare_image
+from skinseg.data_pipeline.preprocess import Preprocessing, clahe, prepare_image, shades_of_gray
 
 _AUTO_MEMORY_SHARE = 0.25  # cache in RAM while the decoded set takes under this share of it
 SHUFFLE_BUFFER_BYTES = 256 * 2**20  # decoded examples held for shuffling without a memory cache
@@ -82,14 +83,22 @@ def make_dataset(
 
     `clahe_clip_range` (training, `--aug-policy reference`): CLAHE after the cache, each example
     each epoch with a clip limit drawn from U(low, high) (seeded), as albumentations' CLAHE drew
-    it per call in the reference's loader; OpenCV runs it, on the CPU, in the input pipeline."""
+    it per call in the reference's loader; OpenCV runs it, on the CPU, in the input pipeline. The
+    cache then holds the images before CLAHE and colour constancy, and both run after it in
+    prepare_image's order (CLAHE first)."""
     if not pairs:
         raise ValueError("make_dataset needs at least one pair")
     hw = as_hw(size)
     cache = resolve_cache(cache, len(pairs), hw)
 
+    cached = (
+        dataclasses.replace(preprocessing, clahe=False, color_constancy=False)
+        if clahe_clip_range is not None
+        else preprocessing
+    )
+
     def load(image_path, mask_path):
-        return load_example(os.fsdecode(image_path), os.fsdecode(mask_path), hw, preprocessing)
+        return load_example(os.fsdecode(image_path), os.fsdecode(mask_path), hw, cached)
 
     def decode(image_path, mask_path):
         image, mask = tf.numpy_function(load, [image_path, mask_path], (tf.uint8, tf.uint8))
@@ -121,8 +130,14 @@ def make_dataset(
         )
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if clahe_clip_range is not None:
-        # Sequential: the clip draws come in one seeded order (CLAHE at 128 px takes ~0.2 ms).
-        ds = ds.map(_random_clahe(clahe_clip_range, hw, seed))
+        # Each example is paired with a draw of a seeded random stream, so the map may run in
+        # parallel and still give every run the same clips (restarting with each epoch's pass).
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed)))
+        ds = ds.map(
+            _random_clahe(clahe_clip_range, hw, preprocessing.color_constancy),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
     drop = training and len(pairs) >= batch_size
     ds = ds.batch(batch_size, drop_remainder=drop)
     ds = ds.map(_to_float_packed if pack else _to_float, num_parallel_calls=tf.data.AUTOTUNE)
@@ -151,17 +166,19 @@ def _to_float_packed(images, masks):
     return tf.concat([images, masks], axis=-1)
 
 
-def _random_clahe(clip_range: tuple[float, float], hw, seed: int):
-    """A map function: CLAHE on each image with its own clip limit from U(clip_range), drawn by a
-    seeded op (a run draws the same sequence from its start; a resumed run starts it anew)."""
+def _random_clahe(clip_range: tuple[float, float], hw, color_constancy: bool):
+    """A map function over ((image, mask), draw): CLAHE on the image with a clip limit from
+    U(clip_range) decided by the draw, then colour constancy if the run uses it."""
     low, high = clip_range
 
     def apply(image, clip):
-        return clahe(image, float(clip))
+        image = clahe(image, float(clip))
+        return shades_of_gray(image) if color_constancy else image
 
-    def mapped(image, mask):
-        clip = tf.random.uniform((), low, high, seed=seed)
-        image = tf.numpy_function(apply, [image, clip], tf.uint8)
+    def mapped(example, draw):
+        image, mask = example
+        unit = tf.random.stateless_uniform((), seed=tf.stack([draw, tf.constant(0, tf.int64)]))
+        image = tf.numpy_function(apply, [image, low + (high - low) * unit], tf.uint8)
         image.set_shape((*hw, 3))
         return image, mask
 

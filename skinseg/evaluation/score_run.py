@@ -33,7 +33,7 @@ from skinseg.inference.postprocess import PostProcessing, read_chosen
 from skinseg.inference.segmenter import Segmenter
 from skinseg.inference.validation import choose_for_run
 from skinseg.losses import get_loss
-from skinseg.metrics import ShapeMismatchError, image_metrics, summarize
+from skinseg.metrics import METRICS, ShapeMismatchError, image_metrics, summarize
 from skinseg.training.config import RunConfig
 
 log = logging.getLogger("skinseg")
@@ -248,6 +248,8 @@ def evaluation_is_current(run: RunFolder, settings: dict, figures: bool = False)
     if os.path.getmtime(run.summary_path) < os.path.getmtime(run.best_network):
         return False
     summary = run.read_summary()
+    if not set(METRICS) <= set(summary.get("metrics", {})):  # scored before a metric was added
+        return False
     if settings.get("threshold") is None:  # scored with the run's choice: is it still the one?
         chosen, used = read_chosen(run), summary.get("postprocess")
         if chosen is None or used is None or PostProcessing.from_json(used) != chosen:

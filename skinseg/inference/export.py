@@ -56,7 +56,10 @@ def export(segmenter: Segmenter, out: str, overwrite: bool = False) -> dict:
         "colour constancy: inside both graphs" if preprocessing.color_constancy else "no colour constancy"
     ]
     if preprocessing.clahe:
-        notes.append("CLAHE: apply it before calling (skinseg.data_pipeline.preprocess.clahe)")
+        notes.append(
+            f"CLAHE: apply it before calling, clip limit {preprocessing.clahe_clip:g} "
+            "(skinseg.data_pipeline.preprocess.clahe)"
+        )
     write_json(
         os.path.join(out, "preprocessing.json"),
         {

@@ -25,6 +25,7 @@ GROUPS = {
 }
 REFERENCE_CLAHE_RANGE = (1.0, 4.0)  # albumentations 0.5.2's CLAHE(clip_limit=4.0): U(1, 4) per call
 REFERENCE_CLAHE_CLIP = 2.5  # its mean: the fixed clip outside training
+DEFAULT_CLAHE_CLIP = 2.0
 MONITORS = ("val_dice", "val_loss", "dice", "loss")  # the metrics training logs
 
 
@@ -237,9 +238,11 @@ class RunConfig:
     def __post_init__(self):
         if self.aug and self.aug_policy == "reference" and not self.clahe:
             # The reference's policy begins with CLAHE (clip drawn from U(1, 4) in training); a
-            # network trained so is fed CLAHE at the mean clip everywhere else.
+            # network trained so is fed CLAHE at the mean clip everywhere else (unless a clip was
+            # asked for).
             object.__setattr__(self, "clahe", True)
-            object.__setattr__(self, "clahe_clip", REFERENCE_CLAHE_CLIP)
+            if self.clahe_clip == DEFAULT_CLAHE_CLIP:
+                object.__setattr__(self, "clahe_clip", REFERENCE_CLAHE_CLIP)
         if isinstance(self.data, (str, os.PathLike)):  # RunConfig(data="ISIC2018/") from Python
             object.__setattr__(self, "data", ((os.fspath(self.data),),))
         elif self.data and all(isinstance(p, (str, os.PathLike)) for p in self.data):  # (images, masks)
@@ -262,6 +265,11 @@ class RunConfig:
             (0.0 <= self.ema < 1.0, f"ema momentum must be in [0, 1); got {self.ema}"),
             (self.aug or self.aug_policy == "default", f"--aug-policy {self.aug_policy} needs --aug"),
             (self.epsilon > 0, f"epsilon must be positive; got {self.epsilon}"),
+            (
+                self.init == "keras" or self.backbone_weights in ("none", "", None),
+                "--init reference draws every convolution anew: it would overwrite --backbone-weights "
+                f"{self.backbone_weights}; use one or the other",
+            ),
             (0 < self.clahe_clip < float("inf"), f"clahe_clip must be positive; got {self.clahe_clip}"),
             (
                 not (self.ema and self.strategy == "multiworker"),

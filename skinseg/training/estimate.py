@@ -4,6 +4,7 @@ FLOPs and this machine's measured matrix-multiply speed."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import time
 
@@ -105,17 +106,29 @@ def unet_training_bytes(
 
 
 def device_memory() -> tuple[int, str]:
-    """(bytes, what): the first GPU's memory (nvidia-smi), or the host's available memory."""
+    """(bytes, what): the free memory of the first GPU this process sees (nvidia-smi, honouring
+    CUDA_VISIBLE_DEVICES), or the host's available memory. A MIG slice reports its parent's
+    memory to nvidia-smi: SKINSEG_DEVICE_MEMORY_GB says how much there is."""
+    given = os.environ.get("SKINSEG_DEVICE_MEMORY_GB")
+    if given:
+        try:
+            value = float(given)
+            if not 0 < value < float("inf"):
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"SKINSEG_DEVICE_MEMORY_GB={given!r}: not a positive number of GB") from None
+        return int(value * 2**30), "memory given by SKINSEG_DEVICE_MEMORY_GB"
     if tf.config.list_physical_devices("GPU"):
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
         try:
             out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                ["nvidia-smi", "-i", visible, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
                 capture_output=True,
                 text=True,
                 timeout=30,
                 check=True,
             ).stdout.split()
-            return int(out[0]) * 2**20, "GPU memory (nvidia-smi)"
+            return int(out[0]) * 2**20, f"free memory of GPU {visible} (nvidia-smi)"
         except (OSError, subprocess.SubprocessError, ValueError, IndexError):
             return 16 * 2**30, "GPU memory (assumed 16 GiB: nvidia-smi did not answer)"
     return available_memory(), "available host memory"

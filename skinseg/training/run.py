@@ -7,7 +7,6 @@ checkpoints against what the resume state vouches for). One process writes a run
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -130,7 +129,8 @@ def settle_capacity(config: RunConfig) -> RunConfig:
         config.depth or preset.depth,
         config.max_filters,
         config.image_size,
-        config.batch_size,
+        # each replica holds its share of the batch (and the whole network)
+        -(-config.batch_size // max(1, len(tf.config.list_physical_devices("GPU")))),
         config.optimizer,
         bool(config.ema),
     )
@@ -408,6 +408,7 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
             f"--batch-size {config.batch_size} is the global batch; it must divide evenly among the "
             f"{replicas} replicas"
         )
+    given_network = network is not None
     with strategy.scope():
         network = network or build_model(
             config.model,
@@ -419,7 +420,7 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
             backbone=config.backbone,
             backbone_weights=config.backbone_weights,
         )
-        if not completed:  # a resumed run loads its weights; a fresh one draws them as asked
+        if not completed and not given_network:  # a resumed run loads its weights; a given one keeps its own
             initialize(network, config.init, resolve(config.model).family, config.seed)
         augmenter = None
         if config.aug and config.aug_policy == "reference":
@@ -457,10 +458,7 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
         training=True,
         seed=config.seed,
         pack=True,
-        # The reference's CLAHE draws its clip per image in training: after the cache, not in it.
-        **{**common, "preprocessing": dataclasses.replace(config.preprocessing, clahe=False)}
-        if reference_policy
-        else common,
+        **common,
         clahe_clip_range=REFERENCE_CLAHE_RANGE if reference_policy else None,
     )
     train_ds = train_ds.skip(completed * steps)  # a resumed run sees the batches it would have seen
@@ -585,7 +583,14 @@ def _restore(trainer, state: dict, recorder) -> None:
     """Weights, optimizer slots and step count, augmentation RNG, and schedule state."""
     if not trainer.optimizer.built:
         trainer.optimizer.build(trainer.trainable_variables)
-    trainer.load_weights(state["weights_path"])
+    try:
+        trainer.load_weights(state["weights_path"])
+    except (ValueError, KeyError) as err:  # h5 layouts that do not match the network built now
+        raise RunFolderError(
+            f"{state['weights_path']}: its weights do not fit the network this version builds from "
+            f"config.json (its layers changed since the run was trained, e.g. DeepLabV3+ in version "
+            f"0.3: no dropout, align-corners resizes); start the run again ({str(err).splitlines()[0][:200]})"
+        ) from None
     for variable, value in zip(trainer.seed_states(), state.get("seed_states", [])):
         variable.assign(np.asarray(value, dtype=variable.dtype))
     restore_plateau(recorder.plateau, state.get("plateau"))
