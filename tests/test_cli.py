@@ -81,6 +81,15 @@ def test_bad_values_and_a_missing_data_folder_leave_no_run_folder(tmp_path, caps
     assert "val_fraction must be in [0, 1)" in capsys.readouterr().err
     assert train.main(["--elastic", "2", "--out", str(run)]) == 2
     assert "elastic must be a probability" in capsys.readouterr().err
+    for option, value, message in (
+        ("--step-factor", "-1", "step_factor must be positive"),  # was: lr -0.001 after 30 epochs
+        ("--seed", "-1", "seed must be >= 0"),
+        ("--image-size", "100000", "image_size must be at most 4096"),
+        ("--epsilon", "0", "epsilon must be positive"),
+        ("--max-filters", "-3", "max_filters must be auto, none or at least 1"),
+    ):
+        assert train.main([option, value, "--out", str(run)]) == 2
+        assert message in capsys.readouterr().err, option
     assert train.main(["--resume"]) == 2
     assert "--resume needs --out" in capsys.readouterr().err
     assert not run.exists()

@@ -315,7 +315,7 @@ def test_a_failing_disk_stops_with_one_line_and_no_half_written_file(
     monkeypatch.setattr(run_folder.RunFolder, "save_network", original)
 
 
-def _interrupt(args, point: str, tmp_path):
+def _interrupt(args, point: str, tmp_path, signum=signal.SIGINT):
     """Runs `args` held at the fault point `point` (skinseg.core.faults): the process reports
     that it has reached it by writing a marker file, and waits there; only then is SIGINT sent.
     No race with the work: however loaded the machine, the signal lands mid-way."""
@@ -328,7 +328,7 @@ def _interrupt(args, point: str, tmp_path):
     while not marker.exists() and process.poll() is None and time.time() < end:
         time.sleep(0.02)
     assert marker.exists(), f"{point} never reached: exit {process.poll()}"
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=120)
     return process.returncode, err
 
@@ -360,6 +360,27 @@ def test_ctrl_c_during_predict_and_evaluate_exits_130_keeping_whole_files(traine
     assert os.path.exists(runs / "r0" / "eval" / "summary.json")
     assert not os.path.exists(runs / "r2" / "eval" / "summary.json")  # stopped in the first run
     assert not os.path.exists(runs / "results.md")
+
+
+def test_sigterm_is_handled_like_ctrl_c_and_exits_143(trained, tmp_path):
+    _, out = trained
+    folder = tmp_path / "images"
+    write_pairs(folder, tmp_path / "labels", [f"P{k:03d}" for k in range(8)], size=(40, 40))
+    masks = tmp_path / "masks"
+    argv = [
+        sys.executable,
+        "predict.py",
+        "--model",
+        out,
+        str(folder),
+        "--out",
+        str(masks),
+        "--batch-size",
+        "1",
+    ]
+    code, err = _interrupt(argv, "predict.mask_written:2", tmp_path, signal.SIGTERM)
+    assert code == 143 and "Traceback" not in err and err.strip().endswith("terminated")
+    assert not [n for n in os.listdir(masks) if n.startswith(".tmp-")]
 
 
 def test_a_figure_lost_in_a_kill_is_drawn_again(trained, tmp_path):

@@ -1,6 +1,6 @@
 """What the command lines share: a quiet TensorFlow start-up, the line that says where a command
 runs, and the mapping of failures to exit codes (2: the input or the environment, with one line
-naming the file; 3: training diverged; 130: interrupted).
+naming the file; 3: training diverged; 130: interrupted by Ctrl-C; 143: stopped by SIGTERM).
 
 Each command imports the floors it runs inside its main(), after the arguments are parsed: the
 one place where imports are not at the top of a file, because TensorFlow takes seconds to import
@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 
@@ -140,8 +141,12 @@ def exit_codes(main):
         for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped
             if hasattr(stream, "reconfigure"):
                 stream.reconfigure(errors="backslashreplace")
+        previous = _terminate_as_interrupt()
         try:
             return main(argv)
+        except Terminated:
+            print("\nterminated", file=sys.stderr)
+            return 143
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
             return 130
@@ -151,5 +156,26 @@ def exit_codes(main):
         except SkinsegError as err:
             print(f"error: {err}", file=sys.stderr)
             return err.exit_code
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapped
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or `kill`'s stop): unwound like Ctrl-C, so that locks are released
+    and no file is left half-written, then exit 143."""
+
+
+def _terminate_as_interrupt():
+    """SIGTERM raises Terminated in the main thread (the previous handler is returned, to be put
+    back); elsewhere (a command run from a thread) nothing changes."""
+
+    def handler(signum, frame):
+        raise Terminated
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None

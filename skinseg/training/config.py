@@ -265,6 +265,9 @@ class RunConfig:
             (0.0 <= self.ema < 1.0, f"ema momentum must be in [0, 1); got {self.ema}"),
             (self.aug or self.aug_policy == "default", f"--aug-policy {self.aug_policy} needs --aug"),
             (self.epsilon > 0, f"epsilon must be positive; got {self.epsilon}"),
+            (self.step_factor > 0, f"step_factor must be positive; got {self.step_factor}"),
+            (self.seed >= 0, f"seed must be >= 0; got {self.seed}"),
+            (self.image_size <= 4096, f"image_size must be at most 4096; got {self.image_size}"),
             (
                 self.init == "keras" or self.backbone_weights in ("none", "", None),
                 "--init reference draws every convolution anew: it would overwrite --backbone-weights "
