@@ -3,7 +3,9 @@ TensorFlow): the preprocessing its images get and the mask step chosen for it.
 
 A saved model is described the same way wherever it lives: a `.keras` file with
 `preprocessing.json` and `postprocess.json` beside it. A run folder is one such place (its
-best.keras, the files written by training); so are the shipped model's folder and an export's.
+best.keras, the files written by training); the shipped model's folder is another. An export
+(inference/export.py) writes the same two files beside its SavedModel and TFLite graphs, for
+whoever serves them.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ original pixels, and the mask step chosen on validation (threshold, clean-up). `
 
 A saved model is described the same way wherever it lives: a `.keras` file with
 `preprocessing.json` and `postprocess.json` beside it. A run folder is one such place (its
-best.keras); so are the shipped model's folder and an export's folder.
+best.keras); the shipped model's folder is another (inference/description.py reads them).
 """
 
 from __future__ import annotations
