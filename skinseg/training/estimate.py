@@ -61,12 +61,15 @@ def warn_if_slow(network, images_per_epoch: int, epochs: int) -> None:
 # --- memory: do the reference's widths fit? ------------------------------------------------------
 
 BYTES = 4  # float32: the reference trained in fp32, and so does a --recipe reference run
-# Adam keeps two slots per weight; the gradients one more copy; EMA one more.
-_COPIES = {"adam": 4, "adamw": 4, "sgd": 3}
+# Adam keeps two slots per weight; the gradients one more copy; EMA one more; writing a checkpoint
+# one more (the serialised weights).
+_COPIES = {"adam": 5, "adamw": 5, "sgd": 4}
 # Per sample and level, the float32 tensors a double conv keeps for its backward pass: (padded
 # input, convolution, BatchNorm, ReLU) twice; a decoder level also its upsampled half and the
-# concatenation. The backward's own temporaries come on top: x1.5 over what is kept.
-_KEPT_PER_ENCODER_LEVEL, _KEPT_PER_DECODER_LEVEL, _BACKWARD = 8, 11, 1.5
+# concatenation. Calibrated on one measurement (BENCHMARKS.md: the bigger UNet, uncapped, peak RSS
+# 5.90 / 7.52 GiB at batch 8 / 16 against 5.55 / 7.79 estimated): x1.0, plus the runtime's own 1 GiB.
+_KEPT_PER_ENCODER_LEVEL, _KEPT_PER_DECODER_LEVEL, _BACKWARD = 8, 11, 1.0
+_RUNTIME_BYTES = 2**30
 HEADROOM = 0.8  # of the device's memory: the framework, the data pipeline and fragmentation
 
 
@@ -92,7 +95,7 @@ def unet_training_bytes(
 ) -> int:
     """Estimated memory of training a UNet: weights, gradients and optimizer state, plus the
     activations of one batch kept for the backward pass."""
-    weights = unet_parameters(filters) * BYTES * (_COPIES.get(optimizer, 4) + int(ema))
+    weights = unet_parameters(filters) * BYTES * (_COPIES.get(optimizer, 5) + int(ema)) + _RUNTIME_BYTES
     per_sample = 0
     for level, f in enumerate(filters):
         pixels = (image_size // 2**level) ** 2
