@@ -113,7 +113,8 @@ def evaluate_all(
     masks = (
         f"threshold {settings.threshold}"
         if settings.threshold is not None
-        else "each run's threshold and mask clean-up chosen on its validation split (column Mask step)"
+        else "each run's mask step (column Mask step): chosen on its validation split, or fixed at threshold "
+        "0.5 without clean-up (--mask-step fixed, the reference's rounding)"
     )
     note = (
         f"Test-set results, scored at {where}; {masks}"
