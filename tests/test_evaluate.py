@@ -86,10 +86,11 @@ def test_all_writes_results_table_and_skips_up_to_date_runs(runs, caplog):
         "Dice",
         "Volume similarity",
         "ASD (ITK avg. Hausdorff)",  # the reference's column position
-        "Hausdorff distance",
+        "Hausdorff distance (ITK)",  # the reference's HD: SimpleITK's region Hausdorff
         "Jaccard",
         "Threshold Jaccard",
-        "HD95",
+        "Boundary HD",
+        "Boundary HD95",
         "MedPy ASD (pred. to truth)",
         "MedPy ASSD",
         "Parameters",

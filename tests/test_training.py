@@ -39,11 +39,16 @@ def test_run_folder_is_complete(simple_dataset, tmp_path):
         "curves.png",
         "train.log",
         "resume/state.json",
+        "preprocessing.json",
+        "postprocess.json",
     ):
         assert os.path.exists(os.path.join(run, name)), name
     assert not [n for n in os.listdir(run) if n.startswith(".tmp-")]
     stored = RunConfig.load(os.path.join(run, "config.json"))
-    assert stored.replace(created_with={}) == config.replace(out=run)
+    # --max-filters auto, settled before anything was written: the preset's widths fit here
+    assert stored.replace(created_with={}, capacity={}) == config.replace(out=run, max_filters=None)
+    assert stored.capacity["capped"] is False and stored.capacity["parameters"] > 0
+    assert json.load(open(os.path.join(run, "preprocessing.json"))) == stored.preprocessing.to_json()
     assert stored.created_with["keras"] == keras.__version__
     split = json.load(open(os.path.join(run, "split.json")))
     assert (len(split["train"]), len(split["validation"]), len(split["test"])) == (10, 2, 4)
@@ -184,7 +189,7 @@ def test_config_validation():
         RunConfig(loss="l2")
     with pytest.raises(ValueError, match="val_fraction"):
         RunConfig(val_fraction=1.5)
-    with pytest.raises(ValueError, match="aug_policy strong needs --aug"):
+    with pytest.raises(ValueError, match="--aug-policy strong needs --aug"):
         RunConfig(aug_policy="strong")
     with pytest.raises(ValueError, match=r"ema momentum must be in \[0, 1\)"):
         RunConfig(ema=1.0)
