@@ -15,6 +15,12 @@ import sys
 
 from skinseg.cli import exit_codes
 
+# No TensorFlow below: the data tools import their modules at the top.
+from skinseg.data_pipeline.fetch import ARCHIVE_BASE, fetch
+from skinseg.data_pipeline.reference import make_reference
+from skinseg.data_pipeline.report import format_report, inspect_dataset
+from skinseg.data_pipeline.synthetic import data_home, generate_synthetic
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -55,27 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "inspect":
-        from skinseg.data_pipeline.report import format_report, inspect_dataset
-
         report = inspect_dataset(args.path, args.masks)
         print(json.dumps(report, indent=2) if args.json else format_report(report))
         unusable = any(p["severity"] == "error" for p in report["problems"])
         return 1 if args.strict and unusable else 0
     if args.command == "fetch":
-        from skinseg.data_pipeline.fetch import ARCHIVE_BASE, fetch
-        from skinseg.data_pipeline.synthetic import data_home
-
         to = args.to or os.path.join(data_home(), args.challenge)
         fetch(args.challenge, to, args.base_url or ARCHIVE_BASE)
         print(f"{args.challenge} is in {to}; train with: python train.py --data {to}")
         return 0
     if args.command == "make-reference":
-        from skinseg.data_pipeline.reference import make_reference
-
         counts = make_reference(args.isic2018, args.out)
         print(f"wrote {counts['train']} training and {counts['test']} test pairs at 128 px to {args.out}")
         return 0
-    from skinseg.data_pipeline.synthetic import generate_synthetic
 
     root = generate_synthetic(args.out, args.train, args.test, args.seed)
     print(f"wrote {args.train} training and {args.test} test pairs to {root}")

@@ -18,7 +18,7 @@ from skinseg.core.atomic import read_json
 from skinseg.core.errors import SkinsegError
 from skinseg.core.run_folder import BEST, CONFIG, POSTPROCESS, PREPROCESSING, RunFolder, file_digest
 from skinseg.data_pipeline.preprocess import Preprocessing
-from skinseg.inference.postprocess import PostProcessing
+from skinseg.inference.postprocess import PostProcessing, read_chosen
 
 log = logging.getLogger("skinseg")
 
@@ -114,38 +114,33 @@ def read_preprocessing(folder: str) -> Preprocessing:
 
 def read_postprocess(folder: str, network_path: str) -> tuple[PostProcessing, str | None]:
     """The mask step in FOLDER/postprocess.json when it belongs to `network_path`, and the file
-    it came from; else (threshold 0.5, None), with a warning. A run folder's record must name the
-    network it was chosen for (its digest); it is derived data, so a damaged one is ignored
-    (evaluate.py chooses again); elsewhere a damaged one is an error."""
+    it came from; else (threshold 0.5, None), with a warning. A run folder's record is the one
+    evaluation keeps (postprocess.read_chosen: it must name its network's digest, and a damaged
+    one is ignored, since evaluate.py chooses again); elsewhere a damaged one is an error."""
     path = os.path.join(folder, POSTPROCESS)
-    in_run = os.path.basename(network_path) == BEST and RunFolder(folder).has_config()
-    default = PostProcessing(), None
-    if not os.path.exists(path):
-        if in_run:
+    run = RunFolder(folder)
+    if os.path.basename(network_path) == BEST and run.has_config():
+        chosen = read_chosen(run)
+        if chosen is None:
             log.warning(
                 "%s: no post-processing chosen for this network; threshold 0.5 (evaluate.py --run %s "
                 "chooses one on the validation split)",
                 network_path,
                 folder,
             )
-        return default
+            return PostProcessing(), None
+        return chosen, path
+    if not os.path.exists(path):
+        return PostProcessing(), None
+    data = _json_object(path)
+    digest = data.get("network_sha256")
+    if digest is not None and digest != file_digest(network_path):
+        log.warning("%s: chosen for another network than %s; threshold 0.5 used", path, network_path)
+        return PostProcessing(), None
     try:
-        data = _json_object(path)
-        digest = data.get("network_sha256")
-        if (digest is not None or in_run) and digest != file_digest(network_path):
-            log.warning(
-                "%s: chosen for another network than %s; threshold 0.5 used%s",
-                path,
-                network_path,
-                f" (evaluate.py --run {folder} chooses again)" if in_run else "",
-            )
-            return default
         return PostProcessing.from_json(data, path), path
-    except (PredictError, ValueError) as err:
-        if not in_run:
-            raise PredictError(str(err)) from None
-        log.warning("%s; ignored, threshold 0.5 (evaluate.py --run %s chooses again)", err, folder)
-        return default
+    except ValueError as err:
+        raise PredictError(str(err)) from None
 
 
 def _json_object(path: str) -> dict:
