@@ -99,12 +99,18 @@ def install(run, summary: dict, row: dict, command: str, repeats: list[float] = 
     from skinseg.core.atomic import atomic_path, write_json, write_text
     from skinseg.inference.description import PRETRAINED
     from skinseg.training.config import RunConfig
+    from skinseg.training.init_from import ARCHITECTURE
 
     os.makedirs(TARGET, exist_ok=True)
     with atomic_path(PRETRAINED) as tmp:
         shutil.copyfile(run.best_network, tmp)
     config = RunConfig.load(run.config_path)
     write_json(os.path.join(TARGET, "preprocessing.json"), config.preprocessing.to_json())
+    # what train.py --init-from pretrained builds (training/init_from.py)
+    write_json(
+        os.path.join(TARGET, "architecture.json"),
+        {key: getattr(config, key) for key in ARCHITECTURE},
+    )
     with open(run.postprocess_path, encoding="utf-8") as handle:
         post = json.load(handle)
     write_json(os.path.join(TARGET, "postprocess.json"), post)

@@ -133,8 +133,8 @@ def test_seeds_make_one_configuration_per_seed_in_its_own_folder():
     configs = train.repeats(RunConfig(out="runs/x", seed=5), 3)
     assert [(c.seed, c.out) for c in configs] == [(5, "runs/x-s5"), (6, "runs/x-s6"), (7, "runs/x-s7")]
     assert [c.out for c in train.repeats(RunConfig(aug=True), 2)] == [
-        os.path.join("runs", "baseline-aug-s0"),
-        os.path.join("runs", "baseline-aug-s1"),
+        os.path.join("runs", "baseline-aug-synthetic-s0"),
+        os.path.join("runs", "baseline-aug-synthetic-s1"),
     ]
     assert train.repeats(RunConfig(out="runs/x"), 1)[0].out == "runs/x"
     assert train.repeats(RunConfig(out="runs/x/"), 2)[0].out == os.path.join("runs", "x-s0")
@@ -204,7 +204,7 @@ def test_predict_takes_a_run_folder(finished_run, tmp_path, capsys):
     out, data = finished_run
     images = os.path.join(data, "testing", "image")
     assert predict.main(["--model", out, images, "--out", str(tmp_path / "masks")]) == 0
-    assert len(os.listdir(tmp_path / "masks")) == 2
+    assert len([n for n in os.listdir(tmp_path / "masks") if n.endswith(".png")]) == 2
     assert predict.main(["--model", str(tmp_path), images, "--out", str(tmp_path / "m2")]) == 2
     assert "not a run folder of train.py" in capsys.readouterr().err
 

@@ -100,7 +100,7 @@ def test_all_writes_results_table_and_skips_up_to_date_runs(runs, caplog):
     assert positions == sorted(positions)
     assert "p vs baseline" in header
     assert table.count("**") >= 2 * 5  # the best of each column is bold
-    assert os.path.exists(os.path.join(runs, "dice_boxplot.png"))
+    assert os.path.exists(os.path.join(runs, "dice_boxplot-1.png"))
     stamp = os.path.getmtime(os.path.join(runs, "baseline", "eval", "summary.json"))
     time.sleep(0.01)
     assert evaluate.main(["--all", "--runs-dir", runs]) == 0
@@ -250,14 +250,18 @@ def test_scoring_training_images_is_refused_unless_allowed(runs, caplog):
     training = EvalSettings(
         data=(os.path.join(data, "training", "image"), os.path.join(data, "training", "label"))
     )
+    from skinseg.evaluation.external import evaluate_models
+
     with pytest.raises(
         EvaluationError, match=r"the run trained or selected its model on this image \(12 of the 12"
     ):
-        evaluate_run(run, training, figures=False)
+        evaluate_models([run], training, runs_dir=runs, figures=False)
     caplog.set_level("WARNING")
-    evaluate_run(run, training, figures=False, allow_overlap=True)
-    assert "scoring 12 image(s) the run trained on (--allow-overlap)" in caplog.text
-    assert json.load(open(os.path.join(run, "eval", "summary.json")))["training_overlap"] == 12
+    folder, summary = evaluate_models([run], training, runs_dir=runs, figures=False, allow_overlap=True)
+    assert "scoring 12 image(s) the run(s) baseline trained on (--allow-overlap)" in caplog.text
+    assert summary["training_overlap"] == 12 and folder.path.startswith(os.path.join(runs, "external"))
+    with pytest.raises(EvaluationError, match="scores the run's own test split"):
+        evaluate_run(run, training, figures=False)  # never into the run's own eval/
 
 
 def test_two_data_sets_are_split_and_scored_each_on_its_own(tmp_path):
@@ -302,7 +306,11 @@ def test_post_processing_is_chosen_on_validation_and_used_by_evaluation_and_pred
     assert all(int(r["pred_pixels"]) == 0 for r in _rows(run.path))
     images = os.path.join(os.path.dirname(runs), "data", "testing", "image")
     assert predict.main(["--model", run.path, images, "--out", str(tmp_path / "m")]) == 0
-    masks = [np.array(Image.open(tmp_path / "m" / name)) for name in os.listdir(tmp_path / "m")]
+    masks = [
+        np.array(Image.open(tmp_path / "m" / name))
+        for name in os.listdir(tmp_path / "m")
+        if name.endswith(".png")
+    ]
     assert masks and all(m.max() == 0 for m in masks)
     assert (
         predict.main(["--model", run.path, images, "--out", str(tmp_path / "t"), "--threshold", "0.01"]) == 0
@@ -310,7 +318,7 @@ def test_post_processing_is_chosen_on_validation_and_used_by_evaluation_and_pred
     assert (
         predict.main(["--model", run.path, images, "--out", str(tmp_path / "h"), "--threshold", "0.5"]) == 0
     )
-    names = sorted(os.listdir(tmp_path / "t"))
+    names = sorted(n for n in os.listdir(tmp_path / "t") if n.endswith(".png"))
     low = [np.array(Image.open(tmp_path / "t" / n)) > 0 for n in names]
     half = [np.array(Image.open(tmp_path / "h" / n)) > 0 for n in names]
     assert len(names) == 6 and all((h <= lo).all() for h, lo in zip(half, low))  # a lower threshold: more

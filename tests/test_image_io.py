@@ -130,11 +130,70 @@ def test_jpeg_compressed_mask_is_binarised(tmp_path):
     assert "non-binary" in decoded.notes[0]
 
 
-def test_rgb_mask_uses_luminance(tmp_path):
+def test_a_grey_mask_saved_as_rgb_is_its_grey(tmp_path):
     mask = np.zeros((4, 4, 3), np.uint8)
     mask[:2] = 255
     decoded = read_mask(_save(tmp_path / "m.png", mask))
     assert decoded.array[:2].all() and not decoded.array[2:].any()
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([[0, 2], [2, 0]], [[0, 1], [1, 0]]),  # labels {0, 2}
+        ([[0, 40], [40, 0]], [[0, 1], [1, 0]]),  # a dark lesion value, lossless
+        ([[7, 7], [7, 7]], [[1, 1], [1, 1]]),  # one value: lesion everywhere
+        ([[0, 0], [0, 0]], [[0, 0], [0, 0]]),
+    ],
+)
+def test_two_valued_masks_are_lesion_where_their_value_is(tmp_path, values, expected):
+    decoded = read_mask(_save(tmp_path / "m.png", np.array(values, np.uint8)))
+    np.testing.assert_array_equal(decoded.array, np.array(expected, bool))
+
+
+def test_a_16_bit_label_mask_is_read_by_its_values(tmp_path):
+    path = str(tmp_path / "m16.png")
+    Image.fromarray(np.array([[0, 1000], [1000, 0]], np.uint16)).save(path)
+    decoded = read_mask(path)
+    np.testing.assert_array_equal(decoded.array, [[False, True], [True, False]])
+    assert "lesion where 1000" in decoded.notes[0]
+
+
+def test_noise_without_a_lesion_value_is_refused(tmp_path):
+    with pytest.raises(ImageReadError, match="too low to tell a lesion from compression noise"):
+        read_mask(_save(tmp_path / "m.png", np.array([[0, 3], [9, 60]], np.uint8)))
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [("red", "colour mask"), ("alpha", "with transparency"), ("palette", "colour mask")],
+)
+def test_colour_and_alpha_masks_are_refused_naming_why(tmp_path, mode, message):
+    path = str(tmp_path / "m.png")
+    if mode == "red":  # lesion as pure red: its luminance (76) would read as background
+        rgb = np.zeros((4, 4, 3), np.uint8)
+        rgb[:2, :, 0] = 255
+        Image.fromarray(rgb).save(path)
+    elif mode == "alpha":  # lesion only in the alpha channel
+        rgba = np.zeros((4, 4, 4), np.uint8)
+        rgba[:2, :, 3] = 255
+        Image.fromarray(rgba).save(path)
+    else:  # a dark palette colour
+        image = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), mode="P")
+        image.putpalette([0, 0, 0, 120, 0, 40] + [0] * 762)
+        image.save(path)
+    with pytest.raises(ImageReadError, match=message) as err:
+        read_mask(path)
+    assert err.value.path == path
+
+
+def test_an_opaque_alpha_is_dropped(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[:2, :, :3] = 255
+    path = str(tmp_path / "m.png")
+    Image.fromarray(rgba).save(path)
+    assert read_mask(path).array[:2].all() and not read_mask(path).array[2:].any()
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ def test_masks_at_original_size_with_same_stem(model_path, images, tmp_path):
     out = tmp_path / "out"
     result = predict_folder(model_path, [str(images)], str(out), overlay=True, batch_size=2)
     assert result.written == 3 and result.problems == []
-    assert sorted(os.listdir(out)) == ["a.png", "b.png", "c.png", "overlays"]
+    assert _listed(out) == ["a.png", "b.png", "c.png", "overlays"]
     mask = np.asarray(Image.open(out / "a.png"))
     assert mask.shape == (50, 70) and set(np.unique(mask)) <= {0, 255}
     assert sorted(os.listdir(out / "overlays")) == ["a.jpg", "b.jpg", "c.jpg"]
@@ -54,7 +54,7 @@ def test_unreadable_input_is_reported_and_skipped_or_stops_with_strict(model_pat
     out = tmp_path / "out"
     code = predict.main(["--model", model_path, str(images), "--out", str(out), "--batch-size", "1"])
     assert code == 1  # some inputs could not be read; the others were written
-    assert sorted(os.listdir(out)) == ["a.png", "c.png"]
+    assert _listed(out) == ["a.png", "c.png"]
     assert "b.jpg: empty file (0 bytes)" in capsys.readouterr().err
     code = predict.main(["--model", model_path, str(images), "--out", str(tmp_path / "o2"), "--strict"])
     assert code == 2 and "b.jpg: empty file" in capsys.readouterr().err
@@ -117,7 +117,7 @@ def test_only_names_ending_in_the_mask_suffix_are_left_out_and_counted(model_pat
     write_pairs(folder, folder, ["patient7_segmentation_followup", "b"], size=(40, 40))
     code = predict.main(["--model", model_path, str(folder), "--out", str(tmp_path / "out")])
     assert code == 0
-    assert sorted(os.listdir(tmp_path / "out")) == ["b.png", "patient7_segmentation_followup.png"]
+    assert _listed(tmp_path / "out") == ["b.png", "patient7_segmentation_followup.png"]
     assert "2 ground-truth mask file(s) (*_segmentation) not segmented" in capsys.readouterr().out
 
 
@@ -202,7 +202,7 @@ def test_tiff_and_webp_are_found_in_folders_and_other_files_are_counted(model_pa
     (images / "notes.txt").write_text("x")
     code = predict.main(["--model", model_path, str(images), "--out", str(tmp_path / "out")])
     assert code == 0
-    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png", "c.png", "t.png", "w.png"]
+    assert _listed(tmp_path / "out") == ["a.png", "b.png", "c.png", "t.png", "w.png"]
     out = capsys.readouterr().out
     assert "1 file(s) in the folders not images of a known type (.txt), left out" in out
     assert "(listed above)" not in out
@@ -255,7 +255,7 @@ def test_a_link_is_another_name_and_the_same_folder_twice_counts_once(model_path
     result = predict_folder(
         model_path, [str(images), str(images) + "/", str(images / "a.jpg")], str(tmp_path / "out")
     )
-    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "alias.png", "b.png", "c.png"]
+    assert _listed(tmp_path / "out") == ["a.png", "alias.png", "b.png", "c.png"]
     assert (result.written, result.skipped_masks, result.problems) == (4, 1, [])
 
 
@@ -285,3 +285,8 @@ def test_max_pixels_decides_what_is_too_large(model_path, images, tmp_path, caps
     assert "more than 1,000 pixels" in capsys.readouterr().err
     assert predict.main([*argv, "--max-pixels", "10000"]) == 0
     assert Image.MAX_IMAGE_PIXELS == 89_478_485  # the process's limit is put back
+
+
+def _listed(folder) -> list[str]:
+    """What predict.py wrote, less its record of the options (.skinseg-predict.json)."""
+    return sorted(name for name in os.listdir(folder) if name != ".skinseg-predict.json")

@@ -1,4 +1,4 @@
-"""The bad-input catalogue (README, "Bad input"): every case is fed to `python -m skinseg.data_pipeline inspect`,
+"""The bad-input catalogue (docs/FAULTS.md, "Bad input"): every case is fed to `python -m skinseg.data_pipeline inspect`,
 `train.py`, `evaluate.py` and `predict.py`, and each command's behaviour is asserted: accepted
 (with the documented conversion), reported and skipped, or stopped with a message naming the file.
 No case may reach the user as a Python traceback; exit codes are non-zero exactly where a command
@@ -73,6 +73,17 @@ def inject(case: str, split_dir: str) -> None:
         Image.fromarray(values).save(mask[:-4] + ".jpg", quality=70)
     elif case == "mask values {0, 1}":
         Image.fromarray((np.asarray(Image.open(mask)) > 0).astype(np.uint8)).save(mask)
+    elif case == "mask: lesion in pure red (RGB)":
+        red = np.zeros((*np.asarray(Image.open(mask)).shape[:2], 3), np.uint8)
+        red[..., 0] = np.asarray(Image.open(mask).convert("L"))
+        Image.fromarray(red).save(mask)
+    elif case == "mask: lesion only in alpha":
+        values = np.asarray(Image.open(mask).convert("L"))
+        Image.fromarray(np.dstack([np.zeros((*values.shape, 3), np.uint8), values])).save(mask)
+    elif case == "mask values {0, 2}":
+        Image.fromarray((np.asarray(Image.open(mask)) > 0).astype(np.uint8) * 2).save(mask)
+    elif case == "16-bit mask {0, 1000}":
+        Image.fromarray((np.asarray(Image.open(mask)) > 0).astype(np.uint16) * 1000).save(mask)
     elif case == "mask of another size":
         Image.fromarray(np.zeros((10, 10), np.uint8)).save(mask)
     elif case == "image without a mask":
@@ -120,6 +131,12 @@ CASES = [
     Case("16-bit PNG mask", "label/ISIC_*_segmentation.png", "warning", 0, 0, 0, "16-bit mask"),
     Case("JPEG-compressed mask", "label/ISIC_*_segmentation.jpg", "warning", 0, 0, 0, "binarised at > 127"),
     Case("mask values {0, 1}", "label/ISIC_*_segmentation.png", "warning", 0, 0, 0, "{0, 1}"),
+    Case("mask: lesion in pure red (RGB)", "label/ISIC_*_segmentation.png", "error", 2, 2, 0, "colour mask"),
+    Case(
+        "mask: lesion only in alpha", "label/ISIC_*_segmentation.png", "error", 2, 2, 0, "with transparency"
+    ),
+    Case("mask values {0, 2}", "label/ISIC_*_segmentation.png", "warning", 0, 0, 0, "lesion where 2"),
+    Case("16-bit mask {0, 1000}", "label/ISIC_*_segmentation.png", "warning", 0, 0, 0, "lesion where 1000"),
     Case("mask of another size", "label/ISIC_*_segmentation.png", "error", 2, 2, 0, "mask is 10x10"),
     Case("image without a mask", "image/ISIC_*.jpg", "error", 2, 2, 0, "image without a mask"),
     Case("mask without an image", "label/ISIC_*_segmentation.png", "error", 2, 2, 0, "mask without an image"),
@@ -228,3 +245,25 @@ def test_catalogue(case, trained_run, tmp_path, capsys, unreadable_as_root):
         assert "no images" in err
     if case.name == "6000x4000 image":
         assert Image.open(masks_out / f"{test_id}.png").size == (6000, 4000)
+
+
+def test_a_split_whose_masks_are_all_empty_stops_training_and_evaluation(tmp_path, trained_run, capsys):
+    root = make_simple(tmp_path / "data", n_train=8, n_test=3)
+    for split in ("training", "testing"):
+        labels = os.path.join(root, split, "label")
+        for name in os.listdir(labels):  # e.g. a lesion encoded dark: every mask reads as empty
+            path = os.path.join(labels, name)
+            Image.fromarray(np.zeros_like(np.asarray(Image.open(path)))).save(path)
+    assert train.main([*TRAIN_ARGS, "--data", root, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "every mask of its train split (8" in err and "--allow-empty-masks" in err
+    assert not os.path.exists(tmp_path / "run")
+    # evaluation: a model that finds nothing would score Dice 1.0 on these
+    code = evaluate.main(["--model", trained_run, "--data", root, "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and "every one of its 3 test masks is empty" in err
+    assert not os.path.exists(tmp_path / "runs" / "external")
+    code = evaluate.main(
+        ["--model", trained_run, "--data", root, "--runs-dir", str(tmp_path / "runs"), "--allow-empty-masks"]
+    )
+    assert code == 0

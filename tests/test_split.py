@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from skinseg.core.errors import DataError
@@ -139,3 +141,53 @@ def test_an_image_shared_by_two_sources_is_leakage(tmp_path):
             skip_bad=False,
         )
     assert "the same pixels as" in str(err.value) and "LEAK.jpg" in str(err.value)
+
+
+def test_the_same_data_set_given_twice_is_refused_by_content(tmp_path):
+    import os
+
+    from skinseg.data_pipeline.split import assemble_splits
+    from tests.conftest import make_simple
+
+    first = make_simple(tmp_path / "a", n_train=6, n_test=2)
+    os.symlink(first, tmp_path / "link-to-a")
+    with pytest.raises(DataError, match="the same data set given twice") as err:
+        assemble_splits(
+            [(first, None), (str(tmp_path / "link-to-a"), None)],
+            image_size=32,
+            val_fraction=0.2,
+            val_from="auto",
+            seed=0,
+            skip_bad=False,
+        )
+    assert "link-to-a" in str(err.value) or str(first) in str(err.value)
+
+
+def test_two_folders_for_one_split_are_refused_naming_both(tmp_path):
+    import shutil
+
+    from skinseg.data_pipeline.discovery import discover_pairs
+    from tests.conftest import make_simple
+
+    root = make_simple(tmp_path / "data", n_train=4, n_test=2)
+    shutil.copytree(os.path.join(root, "testing"), os.path.join(root, "test"))
+    with pytest.raises(DataError, match="two folders for the test split") as err:
+        discover_pairs(root)
+    assert os.path.join(root, "test") in str(err.value) and os.path.join(root, "testing") in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[1, 2]", "not a split written by train.py"),
+        ('{"train": 3}', "train is not a list of pairs"),
+        ('{"test": [{"id": "a", "image": 1, "mask": "m"}]}', r"test\[0\] is not a pair"),
+        ('{"validation": [{"id": "a"}]}', r"validation\[0\] is not a pair"),
+    ],
+)
+def test_a_damaged_split_json_names_the_file_and_the_key(tmp_path, content, message):
+    path = tmp_path / "split.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message) as err:
+        read_split(str(path))
+    assert str(path) in str(err.value)

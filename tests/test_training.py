@@ -177,11 +177,11 @@ def test_a_run_from_an_older_version_resumes(simple_dataset, tmp_path):
 
 
 def test_default_run_name():
-    assert default_run_name(RunConfig()) == "baseline"
+    assert default_run_name(RunConfig()) == "baseline-synthetic"
     name = default_run_name(RunConfig(model="deeper", width=16, aug=True, flooding=0.1, lr_schedule="step"))
-    assert name == "deeper-w16-aug-flood0.1-lrstep"
-    strong = RunConfig(aug=True, aug_policy="strong", ema=0.99)
-    assert default_run_name(strong) == "baseline-augstrong-ema0.99"
+    assert name == "deeper-w16-aug-flood0.1-lrstep-synthetic"
+    strong = RunConfig(aug=True, aug_policy="strong", ema=0.99, data="/d/ISIC2018")
+    assert default_run_name(strong) == "baseline-augstrong-ema0.99-ISIC2018"
 
 
 def test_config_validation():

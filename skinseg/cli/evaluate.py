@@ -1,8 +1,12 @@
-"""Evaluate trained runs on their test split (the only place the test set is touched).
+"""Evaluate trained runs on their test split (the only place the test set is touched), and any
+model, or masks made by any tool, on any labelled set.
 
 python evaluate.py --run runs/baseline            # one run: eval/per_image.csv, eval/summary.json
-python evaluate.py --all                          # every run under runs/ -> runs/results.md
+python evaluate.py --all                          # every run under runs/ -> runs/results.md, .csv, .tex
 python evaluate.py --run runs/x --at input --tta
+python evaluate.py --model pretrained --data clinic/            # -> runs/external/pretrained--<digest>/
+python evaluate.py --model runs/cv5-f0 runs/cv5-f1 runs/cv5-f2 --data ISIC2018/ --tta   # an ensemble
+python evaluate.py --predictions other_tool_masks/ --data ISIC2018/   # score another tool's masks
 """
 
 from __future__ import annotations
@@ -22,8 +26,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--run", nargs="+", metavar="RUN", help="run folder(s) to evaluate")
-    target.add_argument("--all", action="store_true", help="every run under --runs-dir, then results.md")
-    parser.add_argument("--runs-dir", default="runs", help="where --all looks (default: %(default)s)")
+    target.add_argument(
+        "--all",
+        action="store_true",
+        help="every run under --runs-dir (with --data: also on that set), then results.md, .csv, .tex",
+    )
+    target.add_argument(
+        "--model",
+        nargs="+",
+        metavar="RUN|FILE|pretrained",
+        help="score a model on --data SET (several: their ensemble, probabilities averaged); written to "
+        "RUNS/external/<model>--<test-set digest>/, listed by --all",
+    )
+    target.add_argument(
+        "--predictions",
+        metavar="MASKS",
+        help="score a folder of masks made by any tool on --data SET (matched to the test images by "
+        "stem: ID.png, ID_segmentation.png, ...; at each image's original size)",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        default="runs",
+        help="where --all looks, and where --model/--predictions write external/ (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--save-probs",
+        action="store_true",
+        help="also write each test image's probabilities at its original size (probabilities/ID.npz, "
+        "float16, compressed) for ensembling or calibration elsewhere",
+    )
     scoring = parser.add_argument_group("scoring")
     scoring.add_argument(
         "--at",
@@ -66,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-bad", action="store_true", help="leave out unusable test files instead of stopping"
     )
     data.add_argument(
+        "--allow-empty-masks",
+        action="store_true",
+        help="score a test set whose masks are all empty (refused otherwise: every model that finds "
+        "nothing would score Dice 1.0)",
+    )
+    data.add_argument(
         "--allow-overlap",
         action="store_true",
         help="score test images the run trained or selected its model on (refused otherwise)",
@@ -95,9 +132,16 @@ def main(argv=None) -> int:
                 "--data IMAGES MASKS (call it again for another set)"
             )
         args.data = args.data[0]
+    if (args.model or args.predictions) and not args.data:
+        parser.error(
+            f"{'--model' if args.model else '--predictions'} needs --data SET: the labelled set to score on"
+        )
+    if args.predictions and args.save_probs:
+        parser.error("--save-probs: --predictions scores masks, which have no probabilities")
     setup_logging()
     import_tensorflow()
     from skinseg.evaluation.compare_runs import evaluate_all
+    from skinseg.evaluation.external import evaluate_models, score_predictions
     from skinseg.evaluation.score_run import EvalSettings, evaluate_run
 
     settings = EvalSettings(
@@ -108,34 +152,51 @@ def main(argv=None) -> int:
         data=tuple(os.path.abspath(p) for p in args.data) if args.data else None,
         spacing=args.spacing,
     )
+    # what every kind of evaluation takes from the command line
+    common = {
+        "batch_size": args.batch_size,
+        "skip_bad": args.skip_bad,
+        "allow_overlap": args.allow_overlap,
+        "save_probs": args.save_probs,
+        "allow_empty_masks": args.allow_empty_masks,
+    }
     if args.all:
-        path = evaluate_all(
-            args.runs_dir,
-            settings,
-            baseline=args.baseline,
-            force=args.force,
-            batch_size=args.batch_size,
-            skip_bad=args.skip_bad,
-            allow_overlap=args.allow_overlap,
-        )
+        path = evaluate_all(args.runs_dir, settings, baseline=args.baseline, force=args.force, **common)
         with open(path, encoding="utf-8") as handle:
             print(handle.read())
         print(f"wrote {path}")
         return 0
-    for run in args.run:
-        summary = evaluate_run(
-            os.path.abspath(run),
+    if args.predictions:
+        folder, summary = score_predictions(
+            args.predictions,
             settings,
-            batch_size=args.batch_size,
+            runs_dir=args.runs_dir,
             skip_bad=args.skip_bad,
-            allow_overlap=args.allow_overlap,
+            allow_empty_masks=args.allow_empty_masks,
         )
-        m = summary["metrics"]
-        print(
-            f"{run}: Dice {m['dice']['mean']:.4f} [{m['dice']['ci95'][0]:.4f}, {m['dice']['ci95'][1]:.4f}]  "
-            f"Jaccard {m['jaccard']['mean']:.4f}  HD {m['hd']['mean']:.3f}  "
-            f"ASD (ITK) {m['avg_hausdorff']['mean']:.3f}  test loss {summary['test_loss']:.4f}  "
-            f"({summary['n']} images at {settings.at} size, "
-            f"{sum(summary['empty_cases'].values())} with an empty mask)"
-        )
+    elif args.model:
+        folder, summary = evaluate_models(args.model, settings, runs_dir=args.runs_dir, **common)
+    if args.predictions or args.model:
+        _print(summary["run"], summary, settings)
+        print(f"wrote {folder.path} (python evaluate.py --all --runs-dir {args.runs_dir} lists it)")
+        return 0
+    for run in map(os.path.abspath, args.run):
+        if settings.data:  # scored elsewhere: beside the run, never over its own test scores
+            folder, summary = evaluate_models([run], settings, runs_dir=os.path.dirname(run), **common)
+            _print(run, summary, settings)
+            print(f"wrote {folder.path} (the run's own eval/ is untouched)")
+            continue
+        _print(run, evaluate_run(run, settings, **common), settings)
     return 0
+
+
+def _print(name: str, summary: dict, settings) -> None:
+    m = summary["metrics"]
+    loss = f"  test loss {summary['test_loss']:.4f}" if summary.get("test_loss") is not None else ""
+    print(
+        f"{name}: Dice {m['dice']['mean']:.4f} [{m['dice']['ci95'][0]:.4f}, {m['dice']['ci95'][1]:.4f}]  "
+        f"Jaccard {m['jaccard']['mean']:.4f}  HD {m['hd']['mean']:.3f}  "
+        f"ASD (ITK) {m['avg_hausdorff']['mean']:.3f}{loss}  "
+        f"({summary['n']} images of {summary['test_set']['name']} at {settings.at} size, "
+        f"{sum(summary['empty_cases'].values())} with an empty mask)"
+    )

@@ -4,6 +4,7 @@ python predict.py --model pretrained photos/ --out masks/       # the shipped mo
 python predict.py --model runs/baseline photos/ extra.jpg --out masks/
 python predict.py --model runs/baseline/best.keras photos/ --out masks/ --overlay --tta
 python predict.py --model runs/baseline --export exported/     # SavedModel + TFLite
+python predict.py --model runs/cv5-f0 --model runs/cv5-f1 --model runs/cv5-f2 photos/ --out masks/  # ensemble
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--model",
         required=True,
+        action="append",
         metavar="RUN|FILE|pretrained",
         help="a run folder (its best.keras), a saved .keras model, or pretrained (the model shipped "
         "with the project, trained on 2,494 ISIC training pairs; see skinseg/models/pretrained/MODEL_CARD.md; a "
-        "file or folder named pretrained here takes precedence)",
+        "file or folder named pretrained here takes precedence); repeat --model for an ensemble that "
+        "averages their probabilities (threshold 0.5 unless --threshold)",
     )
     parser.add_argument("inputs", nargs="*", help="image files and/or folders of images")
     parser.add_argument(
@@ -83,9 +86,82 @@ def main(argv=None) -> int:
         Image.MAX_IMAGE_PIXELS = limit
 
 
+RECORD = ".skinseg-predict.json"  # in --out: what made its masks
+
+
+def _same_options(args, described, work) -> dict | None:
+    """Every mask in --out must come from the same models and options: OUT/.skinseg-predict.json
+    records them. Masks already in OUT made otherwise (or by an unknown run) are refused, unless
+    --overwrite replaces every one of them in this call. Returns the record, written (_run) before
+    the first mask, so that a killed run leaves a record that describes the masks it wrote."""
+    from skinseg.core.atomic import read_json
+    from skinseg.core.run_folder import file_digest
+    from skinseg.inference.description import PredictError
+
+    record = {
+        "models": sorted(
+            ({"path": d.path, "sha256": file_digest(d.path)} for d in described), key=lambda m: m["sha256"]
+        ),
+        "tta": args.tta,
+        "mask step": f"threshold {args.threshold:g}, no clean-up"
+        if args.threshold is not None
+        else (described[0].post.describe() if len(described) == 1 else "threshold 0.5, no clean-up"),
+    }
+    if not os.path.isdir(args.out):
+        return record
+    present = {name for name in os.listdir(args.out) if name.lower().endswith(".png")}
+    if not present:
+        return record
+    path = os.path.join(args.out, RECORD)
+    try:
+        before = read_json(path) if os.path.exists(path) else None
+    except (OSError, ValueError):
+        before = None
+
+    def identity(r):
+        if not isinstance(r, dict):
+            return None
+        models = sorted(m.get("sha256", "") for m in r.get("models", []) if isinstance(m, dict))
+        return models, r.get("tta"), r.get("mask step")
+
+    if identity(before) == identity(record):
+        return record
+    if before is None and not os.path.exists(path):
+        # Masks from an earlier version or another tool: their options cannot be checked. They
+        # are kept as before, said loudly, and no record vouches for the mixed folder.
+        log.warning(
+            "%s: holds %d mask(s) with no record of the models and options that made them (%s); "
+            "the ones kept cannot be checked against this run's",
+            args.out,
+            len(present),
+            RECORD,
+        )
+        return None
+    rewritten = {os.path.basename(target) for _, target, _ in work.todo}
+    kept = present - rewritten if args.overwrite else present
+    if kept:
+        made = (
+            f"{', '.join(m.get('path', '?') for m in before.get('models', []))}, tta {before.get('tta')}, "
+            f"{before.get('mask step')}"
+            if isinstance(before, dict)
+            else "unknown models or options: no record of them"
+        )
+        how = (
+            f"--overwrite replaces only this call's masks, and {len(kept)} would stay"
+            if args.overwrite
+            else "pass --overwrite to replace them"
+        )
+        raise PredictError(
+            f"{args.out}: holds {len(kept)} mask(s) made with other models or options ({made}); now: "
+            f"{', '.join(m['path'] for m in record['models'])}, tta {args.tta}, {record['mask step']}. "
+            f"Masks of two runs would mix: {how}, or choose another --out"
+        )
+    return record
+
+
 def _run(args) -> int:
     from skinseg.inference import predict_folder
-    from skinseg.inference.description import describe
+    from skinseg.inference.description import PredictError, describe
 
     # What to write is settled (and refused) before TensorFlow and the model load.
     work = (
@@ -95,14 +171,23 @@ def _run(args) -> int:
         if args.inputs
         else None
     )
-    described = describe(args.model, read_post=args.threshold is None)
+    if args.export and len(args.model) > 1:
+        raise PredictError("--export writes one model; give one --model (an ensemble is not exported)")
+    ensemble = len(args.model) > 1
+    described = [describe(model, read_post=args.threshold is None and not ensemble) for model in args.model]
+    record = _same_options(args, described, work) if work is not None else None
     import_tensorflow()
     from skinseg.inference.export import export
     from skinseg.inference.postprocess import PostProcessing
     from skinseg.inference.segmenter import Segmenter
 
     post = None if args.threshold is None else PostProcessing(threshold=args.threshold)
-    segmenter = Segmenter.from_described(described, post=post, tta=args.tta)
+    if ensemble:
+        members = [Segmenter.from_described(d, post=PostProcessing()) for d in described]
+        segmenter = Segmenter.ensemble(members, post=post, tta=args.tta)
+        log.info("an ensemble of %d models; mask step: %s", len(members), segmenter.post.describe())
+    else:
+        segmenter = Segmenter.from_described(described[0], post=post, tta=args.tta)
     if args.export:
         if args.tta:
             log.warning("--tta is not part of an export: its graphs run the network once per image")
@@ -110,6 +195,11 @@ def _run(args) -> int:
         print(f"exported {paths['saved_model']} and {paths['tflite']}")
     if work is None:
         return 0
+    from skinseg.core.atomic import write_json
+
+    os.makedirs(args.out, exist_ok=True)
+    if record is not None:
+        write_json(os.path.join(args.out, RECORD), record)
     result = predict_folder.write_masks(segmenter, work, batch_size=args.batch_size)
     for path, problem in result.problems:
         print(f"skipped {path}: {problem}", file=sys.stderr)

@@ -42,6 +42,10 @@ SPLIT = "split.json"
 HISTORY = "history.csv"
 BEST_RECORD = "best.json"
 BEST = "best.keras"
+# A network trained with CLAHE, which no portable file can hold (OpenCV): its files say by their
+# name that they are the bare network and what a caller applies first (inference.portable).
+BEST_NEEDS_CLAHE = "best.needs-clahe.keras"
+LAST_NEEDS_CLAHE = "last.needs-clahe.keras"
 POSTPROCESS = "postprocess.json"
 PREPROCESSING = "preprocessing.json"
 LAST = "last.keras"
@@ -63,6 +67,8 @@ RUN_ENTRIES = {
     HISTORY,
     BEST_RECORD,
     BEST,
+    BEST_NEEDS_CLAHE,
+    LAST_NEEDS_CLAHE,
     POSTPROCESS,
     PREPROCESSING,
     LAST,
@@ -107,8 +113,8 @@ class RunFolder:
     split_path = property(lambda self: self.file(SPLIT))
     history_path = property(lambda self: self.file(HISTORY))
     best_record_path = property(lambda self: self.file(BEST_RECORD))
-    best_network = property(lambda self: self.file(BEST))
-    last_network = property(lambda self: self.file(LAST))
+    best_network = property(lambda self: self.file(BEST_NEEDS_CLAHE if self.needs_clahe() else BEST))
+    last_network = property(lambda self: self.file(LAST_NEEDS_CLAHE if self.needs_clahe() else LAST))
     postprocess_path = property(lambda self: self.file(POSTPROCESS))
     preprocessing_path = property(lambda self: self.file(PREPROCESSING))
     resume_dir = property(lambda self: self.file(RESUME))
@@ -122,6 +128,20 @@ class RunFolder:
     cache_dir = property(lambda self: self.file(CACHE))
 
     # --- what the folder is -------------------------------------------------------------------
+
+    def needs_clahe(self) -> bool:
+        """Whether the run's images get CLAHE (its preprocessing.json, or config.json for a run
+        of version 0.2): then its networks are saved as *.needs-clahe.keras."""
+        for name in (PREPROCESSING, CONFIG):
+            path = self.file(name)
+            if os.path.isfile(path):
+                try:
+                    with open(path, encoding="utf-8") as handle:
+                        data = json.load(handle)
+                except (OSError, ValueError):
+                    return False  # the readers that own these files report the damage
+                return isinstance(data, dict) and data.get("clahe") is True
+        return False
 
     def has_config(self) -> bool:
         return os.path.isfile(self.config_path)

@@ -239,12 +239,18 @@ def _simple(dirs: dict[str, str], problems: list[Problem]) -> dict | None:
         mask = next((d[n] for n in _MASK_DIRS if n in d), None)
         return (image, mask) if image and mask else None
 
-    splits = {}
-    for lower, path in dirs.items():
+    splits, sources = {}, {}
+    for lower, path in sorted(dirs.items()):
         if lower in _SPLIT_NAMES:
             folders = image_mask(_subdirs(path))
             if folders:
                 split = _SPLIT_NAMES[lower]
+                if split in sources:  # test/ and testing/: which one is meant is not ours to guess
+                    raise DataError(
+                        f"{os.path.dirname(path)}: two folders for the {split} split, {sources[split]} and "
+                        f"{path}; keep one (or pass --data IMAGES MASKS)"
+                    )
+                sources[split] = path
                 splits[split] = pair_folders(*folders, problems, split)
     if splits:
         return splits

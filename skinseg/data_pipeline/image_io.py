@@ -9,9 +9,12 @@ Conversions (also listed in the README):
 - grayscale image -> replicated to RGB; RGBA/LA -> alpha dropped; palette -> RGB; CMYK -> RGB;
   16-bit image -> scaled to 8 bits by its bit depth (10/12/14/16); float image in [0, 1] -> x255;
   multi-page TIFF / animated WebP -> first frame.
-- mask with several channels -> luminance; mask whose maximum is 1 -> labels {0, 1};
-  16-bit mask (maximum above 255) -> lesion where value > 32767; otherwise lesion where > 127
-  (this also binarises JPEG-compressed masks).
+- masks, one rule per file: exactly two values {0, k} (k = 1, 255, a label, a 16-bit 1000) ->
+  lesion where k; more values (JPEG noise, anti-aliased edges) -> lesion above half the range
+  (> 127; 16-bit > 32767; float > 0.5), refused when the maximum does not reach it (noise and
+  lesion cannot be told apart); grey saved as RGB (channels within 24) or with an opaque alpha -> its
+  grey; a colour mask or one with transparency -> refused (which colour, or which part, is lesion
+  is ambiguous).
 """
 
 from __future__ import annotations
@@ -196,22 +199,81 @@ def read_mask(path: str) -> Decoded:
         if im.mode in ("L", *_HIGH_DEPTH_MODES):
             values = np.asarray(im)
         else:
-            values = np.asarray(im.convert("L"))
-            notes.append(f"{im.mode} mask converted to grayscale")
+            values = _one_channel(path, im, notes)
+    return Decoded(_lesion(path, values, notes), original, tuple(notes), orientation=orientation)
+
+
+# Channels of a grey mask saved as RGB JPEG differ by chroma noise; a colour mask by much more.
+_GREY_SPREAD = 24
+
+
+def _one_channel(path: str, im: Image.Image, notes: list[str]) -> np.ndarray:
+    """A mask stored with several channels, as one: refused when its alpha is not opaque (is the
+    lesion the transparent part or the opaque one?) or its channels differ (a colour mask: which
+    colour is lesion?); a grey mask saved as RGB, or with an opaque alpha, is its grey."""
+    has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    if has_alpha:
+        alpha = np.asarray(im.convert("RGBA"))[..., 3]
+        if alpha.min(initial=255) < 255:
+            raise ImageReadError(
+                path,
+                f"{im.mode} mask with transparency ({np.count_nonzero(alpha < 255)} pixels not opaque): "
+                "whether the lesion is the transparent or the opaque part is ambiguous; save masks as "
+                "one channel, lesion 255 (or 1) on 0",
+            )
+        notes.append(f"{im.mode} mask: opaque alpha channel dropped")
+    rgb = np.asarray(im.convert("RGB")).astype(np.int16)
+    spread = int(np.abs(rgb - rgb[..., :1]).max(initial=0))
+    if spread > _GREY_SPREAD:
+        raise ImageReadError(
+            path,
+            f"colour mask ({im.mode}, channels differ by up to {spread}): which colour is lesion is "
+            "ambiguous (a dark red lesion would read as background); save masks as one channel, lesion "
+            "255 (or 1) on 0",
+        )
+    if not has_alpha:
+        notes.append(f"{im.mode} mask with equal channels read as grey")
+    return np.asarray(im.convert("L"))
+
+
+def _lesion(path: str, values: np.ndarray, notes: list[str]) -> np.ndarray:
+    """One rule per file. Two values {0, k} (any k: 1, 255, a label, a 16-bit 1000): lesion where k.
+    More values (JPEG compression noise, anti-aliased edges): lesion above half the range (> 127
+    for 8 bits, > 32767 for 16, > 0.5 for a float mask in [0, 1]), provided the maximum reaches it;
+    below that, noise and lesion cannot be told apart and the file is refused."""
     top = values.max(initial=0)
-    if top <= 1:
-        mask = values > 0
-        if top == 1:
-            notes.append("mask values {0, 1} read as background/lesion")
-    elif top > 255:
-        mask = values > 32767
-        notes.append("16-bit mask: lesion where value > 32767")
+    if top <= 0:
+        return np.zeros(values.shape, bool)
+    if values.dtype == np.uint8:  # the common case, in linear time
+        distinct = np.flatnonzero(np.bincount(values.ravel(), minlength=256))
     else:
-        mask = values > 127
+        distinct = np.unique(values)
+    if len(distinct) == 1:  # one value, not 0: lesion everywhere
+        return np.ones(values.shape, bool)
+    sixteen = top > 255
+    if len(distinct) == 2 and distinct[0] == 0:
+        if sixteen:
+            notes.append(f"16-bit mask with values {{0, {top:g}}}: lesion where {top:g}")
+        elif top == 1:
+            notes.append("mask values {0, 1} read as background/lesion")
+        elif top != 255:
+            notes.append(f"mask values {{0, {top:g}}}: lesion where {top:g}")
+        return values == top
+    half = 0.5 if values.dtype.kind == "f" and top <= 1 else 32767 if sixteen else 127
+    if top <= half:
+        raise ImageReadError(
+            path,
+            f"mask with {len(distinct)} distinct values up to {top:g}: too low to tell a lesion from "
+            f"compression noise (with more than two values, lesion is > {half:g}); save masks as one "
+            "channel, lesion 255 (or 1) on 0",
+        )
+    mask = values > half
+    if sixteen:
+        notes.append(f"16-bit mask: lesion where value > {half}")
+    else:
         grey = np.count_nonzero((values > 0) & (values < 255))
-        if grey:
-            notes.append(f"non-binary mask ({grey} grey pixels, e.g. JPEG): binarised at > 127")
-    return Decoded(mask, original, tuple(notes), orientation=orientation)
+        notes.append(f"non-binary mask ({grey} grey pixels, e.g. JPEG): binarised at > {half:g}")
+    return mask
 
 
 def _interpolation(source: tuple[int, int], target: tuple[int, int]) -> int:

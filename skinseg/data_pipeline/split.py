@@ -32,6 +32,22 @@ def carve_validation(pairs: list[Pair], val_fraction: float, seed: int) -> tuple
     return train, val
 
 
+def assign_folds(infos, folds: int, seed: int = 0) -> dict[str, int]:
+    """Image ID -> fold, stratified by lesion size: the pairs sorted by their mask's lesion
+    fraction, each run of `folds` consecutive pairs spread over the folds in a seeded random order,
+    so that every fold gets small, middling and large lesions alike. Depends only on the pairs (IDs
+    and masks), not on their order or on the run's --seed: every run of a cross-validation, and
+    every repeat of it, sees the same folds."""
+    ordered = sorted(infos, key=lambda i: (i.lesion_fraction, i.pair.id))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for start in range(0, len(ordered), folds):
+        block = ordered[start : start + folds]
+        for info, fold in zip(block, rng.permutation(folds)[: len(block)]):
+            out[info.pair.id] = int(fold)
+    return out
+
+
 def _rows(pairs: list[Pair], digests: dict, source_of: dict) -> list[dict]:
     rows = []
     for p in pairs:
@@ -56,15 +72,28 @@ def write_split(
 
 
 def read_split(path: str) -> dict[str, list[Pair]]:
-    """The pair lists of a split.json (metadata keys are skipped)."""
+    """The pair lists of a split.json (metadata keys are skipped). A damaged file (not an object,
+    a split that is not a list of {id, image, mask} strings) is a DataError naming the file and the
+    key, never a traceback."""
     try:
         data = read_json(path)
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: cannot read the split ({err})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: not a split written by train.py (a JSON object expected)")
     out = {}
     for name in ("train", "validation", "test"):
         rows = data.get(name, [])
-        out[name] = [Pair(r["id"], r["image"], r["mask"]) for r in rows]
+        if not isinstance(rows, list):
+            raise DataError(f"{path}: {name} is not a list of pairs")
+        pairs = []
+        for k, row in enumerate(rows):
+            if not isinstance(row, dict) or not all(
+                isinstance(row.get(key), str) for key in ("id", "image", "mask")
+            ):
+                raise DataError(f"{path}: {name}[{k}] is not a pair {{id, image, mask}} of strings")
+            pairs.append(Pair(row["id"], row["image"], row["mask"]))
+        out[name] = pairs
     missing = [p.image for rows in out.values() for p in rows[:1] if not os.path.exists(p.image)]
     if missing:
         raise DataError(f"{path}: lists {missing[0]}, which no longer exists (was the data moved?)")
@@ -83,7 +112,12 @@ class Source:
     def describe(self, val_fraction: float) -> str:
         where = "the layout's" if self.validation_from == "layout" else f"{val_fraction:g} of training"
         c = self.counts
-        return f"{self.root} ({self.layout}): {c['train']} train, {c['validation']} validation ({where}), {c['test']} test pairs"
+        test = f"{c['test']} test pairs"
+        if "held_out_test" in c:  # a cross-validation fold
+            test = f"{c['test']} out-of-fold test pairs ({c['held_out_test']} of its own test split not used)"
+        return (
+            f"{self.root} ({self.layout}): {c['train']} train, {c['validation']} validation ({where}), {test}"
+        )
 
 
 @dataclass
@@ -96,6 +130,7 @@ class Splits:
     digests: dict = field(default_factory=dict)  # image path -> digest of its decoded pixels
     source_of: dict = field(default_factory=dict)  # image path -> index in `sources`
     overlap: list = field(default_factory=list)  # leakage let through with --allow-overlap
+    cv: dict = field(default_factory=dict)  # cross-validation: folds, fold, image ID -> fold
 
     def as_dict(self) -> dict[str, list[Pair]]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
@@ -113,6 +148,7 @@ class Splits:
             "allowed_overlap": [p.to_dict() for p in self.overlap],
             "digests": self.digests,
             "source_of": self.source_of,
+            **({"cv": self.cv} if self.cv else {}),
         }
 
 
@@ -140,6 +176,21 @@ def _checked_source(root, masks, size, val_from):
     return found, checked, list(dict.fromkeys(unusable))
 
 
+def _refuse_repeated_sources(per_source) -> None:
+    """The same data set given twice (`--data A --data link-to-A`, or a copy) would train on every
+    image twice and count its test images twice as independent: refused, by content."""
+    contents = [{info.digest for infos in checked.values() for info in infos} for _, checked, _ in per_source]
+    for i in range(len(per_source)):
+        for j in range(i + 1, len(per_source)):
+            a, b = contents[i], contents[j]
+            if a and b and (a <= b or b <= a):
+                smaller, larger = (i, j) if len(a) <= len(b) else (j, i)
+                raise DataError(
+                    f"{per_source[smaller][0].root}: every image of it is also in {per_source[larger][0].root} "
+                    "(the same data set given twice, by its pixels); give each data set once"
+                )
+
+
 def assemble_splits(
     sources: list[tuple[str, str | None]],
     *,
@@ -149,13 +200,22 @@ def assemble_splits(
     seed: int,
     skip_bad: bool,
     allow_overlap: bool = False,
+    folds: int = 0,
+    fold: int | None = None,
+    allow_empty_masks: bool = False,
 ) -> Splits:
     """Discover every source's pairs, decode-check them, look for leakage between the splits (of
     all sources together) and settle the three splits: the validation split per source (its
     layout's own, or carved from its training data), the test splits kept per source. Raises
-    DataError (naming the files) before anything is written anywhere."""
+    DataError (naming the files) before anything is written anywhere.
+
+    With `folds`, the run is fold `fold` of a cross-validation: every source's training pairs (and
+    its layout's validation pairs) are pooled and cut into folds (assign_folds); fold `fold` becomes
+    the test split (scored out of fold), validation is carved from the other folds, and the sources'
+    own test splits are left out of the run (score them with evaluate.py --model ... --data)."""
     size = (image_size, image_size)
     per_source = [_checked_source(root, masks, size, val_from) for root, masks in sources]
+    _refuse_repeated_sources(per_source)
     unusable = [p for _, _, problems in per_source for p in problems]
     if unusable and not skip_bad:  # every split and every set at once: one round of fixing
         raise DataError(
@@ -169,6 +229,14 @@ def assemble_splits(
     for found, checked, _ in per_source:
         if not checked["train"]:
             raise DataError(f"{found.root}: no usable training pairs")
+        for name, infos in checked.items():
+            if infos and not allow_empty_masks and all(i.lesion_fraction == 0 for i in infos):
+                raise DataError(
+                    f"{found.root}: every mask of its {name} split ({len(infos)}, e.g. {infos[0].pair.mask}) "
+                    "is empty (no lesion pixel); a model trained or scored on them learns or proves "
+                    "nothing. Check how the masks encode the lesion (python -m skinseg.data_pipeline "
+                    "inspect), or pass --allow-empty-masks"
+                )
     merged = {
         name: [i for _, checked, _ in per_source for i in checked.get(name, [])]
         for name in ("train", "validation", "test")
@@ -189,6 +257,8 @@ def assemble_splits(
         )
     train, val, test, described, excluded = [], [], [], [], []
     digests, source_of = {}, {}
+    if folds:
+        return _cv_splits(per_source, folds, fold or 0, val_fraction, seed, leaks)
     for index, (found, checked, left_out) in enumerate(per_source):
         source_train = [i.pair for i in checked["train"]]
         if "validation" in checked:
@@ -207,3 +277,36 @@ def assemble_splits(
                 digests[info.pair.image] = info.digest
                 source_of[info.pair.image] = index
     return Splits(train, val, test, described, excluded, digests, source_of, leaks)
+
+
+def _cv_splits(per_source, folds: int, fold: int, val_fraction: float, seed: int, leaks) -> Splits:
+    pool = [i for _, checked, _ in per_source for i in [*checked["train"], *checked.get("validation", [])]]
+    if len(pool) < 2 * folds:
+        raise DataError(
+            f"--folds {folds}: {len(pool)} training image(s) are too few (each fold needs at least two)"
+        )
+    of = assign_folds(pool, folds)
+    test = [i.pair for i in pool if of[i.pair.id] == fold]
+    train, val = carve_validation([i.pair for i in pool if of[i.pair.id] != fold], val_fraction, seed)
+    described, excluded, digests, source_of = [], [], {}, {}
+    for index, (found, checked, left_out) in enumerate(per_source):
+        ids = {i.pair.id for i in [*checked["train"], *checked.get("validation", [])]}
+        counts = {
+            "train": sum(p.id in ids for p in train),
+            "validation": sum(p.id in ids for p in val),
+            "test": sum(p.id in ids for p in test),
+            "held_out_test": len(checked.get("test", [])),  # the layout's own, not used by the run
+        }
+        described.append(Source(found.root, found.layout, "train", counts))
+        excluded += left_out
+        for info in [*checked["train"], *checked.get("validation", [])]:
+            digests[info.pair.image] = info.digest
+            source_of[info.pair.image] = index
+    cv = {
+        "folds": folds,
+        "fold": fold,
+        "stratified_by": "lesion fraction of the mask",
+        "pool": len(pool),
+        "fold_of": dict(sorted(of.items())),
+    }
+    return Splits(train, val, test, described, excluded, digests, source_of, leaks, cv)

@@ -9,22 +9,22 @@ resampled like the image), as the reference table did.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 
 import keras
 import numpy as np
 
+from skinseg.core.atomic import atomic_path
 from skinseg.core.errors import DataError, SkinsegError
 from skinseg.core.faults import fault_point
 from skinseg.core.run_folder import RunFolder, file_digest
-from skinseg.data_pipeline.checks import usable_pairs
-from skinseg.data_pipeline.discovery import discover_pairs
 from skinseg.data_pipeline.image_io import read_image, read_mask
-from skinseg.data_pipeline.leakage import overlap_with_record
 from skinseg.data_pipeline.split import read_split
 from skinseg.evaluation.figures import case_grid
 from skinseg.evaluation.spacing import parse_spacing
@@ -34,7 +34,7 @@ from skinseg.inference.segmenter import Segmenter
 from skinseg.inference.validation import choose_for_run
 from skinseg.losses import get_loss
 from skinseg.metrics import METRICS, ShapeMismatchError, image_metrics, summarize
-from skinseg.training.config import RunConfig
+from skinseg.training.config import RunConfig, data_label
 
 log = logging.getLogger("skinseg")
 
@@ -86,7 +86,9 @@ class _Timed:
         return 1000 * self.seconds / self.images if self.images else None
 
 
-def masks_to_score(segmenter: Segmenter, pairs, settings: EvalSettings, batch_size=16, spacing_of=None):
+def masks_to_score(
+    segmenter: Segmenter, pairs, settings: EvalSettings, batch_size=16, spacing_of=None, on_prediction=None
+):
     """Yields (pair, prediction, truth, spacing, probabilities at input, true mask at input): the
     boolean masks compared at the resolution `settings.at` names, with the spacing of that
     resolution. The segmenter's mask step turns probabilities into masks; an explicit
@@ -98,6 +100,8 @@ def masks_to_score(segmenter: Segmenter, pairs, settings: EvalSettings, batch_si
     for pair, prediction, truth, at_input in segmenter.stream_pairs(
         pairs, batch_size=batch_size, keep_original=settings.at == "original"
     ):
+        if on_prediction is not None:
+            on_prediction(pair, prediction)
         spacing = spacing_of(pair.id)
         if settings.at == "original":
             pred = prediction.mask
@@ -108,12 +112,29 @@ def masks_to_score(segmenter: Segmenter, pairs, settings: EvalSettings, batch_si
         yield pair, pred, truth, spacing, prediction.at_input, at_input
 
 
-def score_pairs(segmenter: Segmenter, pairs, settings: EvalSettings, loss_fn, batch_size=16, spacing_of=None):
-    """Per-image rows (metrics, pixel counts, loss) and the network's ms/image."""
+def score_pairs(
+    segmenter: Segmenter,
+    pairs,
+    settings: EvalSettings,
+    loss_fn,
+    batch_size=16,
+    spacing_of=None,
+    probabilities_to: str | None = None,
+):
+    """Per-image rows (metrics, pixel counts, loss) and the network's ms/image. With
+    `probabilities_to`, each image's probabilities at its original size go to
+    FOLDER/ID.npz (save_probabilities)."""
     timed = _Timed(segmenter)
     rows = []
+    keep = None
+    if probabilities_to:
+        os.makedirs(probabilities_to, exist_ok=True)
+
+        def keep(pair, prediction):
+            save_probabilities(os.path.join(probabilities_to, f"{pair.id}.npz"), prediction.probabilities)
+
     for pair, pred, truth, spacing, prob, at_input in masks_to_score(
-        timed.segmenter, pairs, settings, batch_size, spacing_of
+        timed.segmenter, pairs, settings, batch_size, spacing_of, keep
     ):
         try:
             metrics = image_metrics(pred, truth, spacing=spacing, empty=settings.empty)
@@ -131,6 +152,36 @@ def score_pairs(segmenter: Segmenter, pairs, settings: EvalSettings, loss_fn, ba
             }
         )
     return rows, timed.ms_per_image
+
+
+def refuse_all_empty(rows: list[dict], where: str, allow: bool) -> None:
+    """A test set whose masks are all empty scores Dice 1.0 for a model that predicts nothing:
+    never silently."""
+    if rows and not allow and all(row["truth_pixels"] == 0 for row in rows):
+        raise EvaluationError(
+            f"{where}: every one of its {len(rows)} test masks is empty (no lesion pixel); its Dice would "
+            "be 1.0 for a model that finds nothing. Check how the masks encode the lesion (python -m "
+            "skinseg.data_pipeline inspect), or pass --allow-empty-masks"
+        )
+
+
+def save_probabilities(path: str, probabilities: np.ndarray) -> None:
+    """One image's lesion probabilities at its original size, compressed: `probability`, float16
+    (H, W) in [0, 1] (3 significant digits; np.load(path)["probability"])."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, probability=probabilities.astype(np.float16))
+
+
+def test_set_record(pairs, name: str) -> dict:
+    """What identifies a test set: its content, not its path. The digest of its pairs (ID, image
+    bytes, mask bytes), so that the same images scored from two copies share a table section and a
+    changed mask makes another set."""
+    digest = hashlib.blake2b(digest_size=16)
+    for pair in sorted(pairs, key=lambda p: p.id):
+        digest.update(pair.id.encode("utf-8", "surrogateescape") + b"\0")
+        for path in (pair.image, pair.mask):
+            digest.update(bytes.fromhex(file_digest(path)))
+    return {"name": name, "n": len(pairs), "digest": digest.hexdigest()}
 
 
 def per_image_csv(rows: list[dict]) -> str:
@@ -155,26 +206,9 @@ def case_figure(segmenter: Segmenter, pairs, rows, path: str, title: str) -> Non
     case_grid(cases, path, title)
 
 
-def load_test_pairs(run, config, data, skip_bad: bool, allow_overlap: bool = False):
-    """The run's stored test split, or the test (or only) split of `data`. Images the run trained
-    or selected its model on (by ID or by pixels) are an error unless `allow_overlap`."""
-    if data:
-        found = discover_pairs(data[0], data[1] if len(data) > 1 else None)
-        name = "test" if "test" in found.splits else "all" if "all" in found.splits else None
-        if name is None:
-            raise EvaluationError(f"{data[0]}: no test split (splits: {', '.join(found.splits)})")
-        size = (config.image_size, config.image_size)
-        infos, _ = usable_pairs(found.splits[name], found.errors_of(name), size, skip_bad, "test")
-        seen = overlap_with_record(infos, run.read_split_record())
-        if seen and not allow_overlap:
-            raise EvaluationError(
-                f"{seen[0]}: the run trained or selected its model on this image ({len(seen)} of the "
-                f"{len(infos)} test images, by ID or by pixels); a test score on them would be a training "
-                "score. Pass --allow-overlap to score them anyway"
-            )
-        if seen:
-            log.warning("scoring %d image(s) the run trained on (--allow-overlap)", len(seen))
-        return [info.pair for info in infos], len(seen)
+def load_test_pairs(run):
+    """The run's stored test split and how many of its images it was allowed to train on too
+    (--allow-overlap at training). Other data sets are scored by evaluation.external."""
     if not os.path.exists(run.split_path):
         raise EvaluationError(f"{run.split_path}: missing; is {run.path} a run folder of train.py?")
     pairs = read_split(run.split_path)["test"]
@@ -238,17 +272,31 @@ def run_progress(run) -> dict:
     }
 
 
-def evaluation_is_current(run: RunFolder, settings: dict, figures: bool = False) -> bool:
+def own_test_set_name(run: RunFolder, config: RunConfig) -> str:
+    """The name a run's own test split goes by in the table: its data set, or the fold of a
+    cross-validation (scored out of fold)."""
+    if config.folds:
+        return f"{data_label(config)}, fold {config.fold} of {config.folds} (out of fold)"
+    return data_label(config)
+
+
+def evaluation_is_current(
+    run: RunFolder, settings: dict, figures: bool = False, save_probs: bool = False
+) -> bool:
     """Results newer than the network, computed with the same settings (and, with `figures`,
     their figure drawn: a kill between the summary and the figure leaves it to redo)."""
     if not (os.path.exists(run.summary_path) and os.path.exists(run.best_network)):
         return False
     if figures and not os.path.exists(run.cases_path):
         return False
+    if save_probs and not os.path.isdir(os.path.join(run.eval_dir, "probabilities")):
+        return False
     if os.path.getmtime(run.summary_path) < os.path.getmtime(run.best_network):
         return False
     summary = run.read_summary()
     if not set(METRICS) <= set(summary.get("metrics", {})):  # scored before a metric was added
+        return False
+    if "test_set" not in summary:  # scored before results were grouped by test set (version 0.3)
         return False
     if settings.get("threshold") is None:  # scored with the run's choice: is it still the one?
         chosen, used = read_chosen(run), summary.get("postprocess")
@@ -265,9 +313,18 @@ def evaluate_run(
     skip_bad: bool = False,
     allow_overlap: bool = False,
     figures: bool = True,
+    save_probs: bool = False,
+    allow_empty_masks: bool = False,
 ) -> dict:
-    """Per-image CSV and summary JSON in RUN/eval/; returns the summary."""
+    """Per-image CSV and summary JSON in RUN/eval/ (the run's own test split); returns the
+    summary. Another data set is scored by evaluation.external (evaluate.py --run RUN --data SET),
+    never into the run's own eval/."""
     run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+    if settings.data:
+        raise EvaluationError(
+            f"{run.path}: evaluate_run scores the run's own test split; score it on {settings.data[0]} "
+            "with evaluation.external.evaluate_models (its eval/ keeps the run's own scores)"
+        )
     if not run.has_config():
         raise EvaluationError(f"{run.config_path}: missing; is {run.path} a run folder of train.py?")
     config = RunConfig.load(run.config_path)
@@ -286,9 +343,9 @@ def evaluate_run(
         )
     digest = file_digest(run.best_network)  # before loading: the record names what was scored
     segmenter = Segmenter.from_run(run.path, tta=settings.tta, post=PostProcessing())  # chosen below
-    pairs, overlap = load_test_pairs(run, config, settings.data, skip_bad, allow_overlap)
+    pairs, overlap = load_test_pairs(run)
     segmenter = segmenter.with_options(post=_postprocessing(run, segmenter, settings, batch_size, digest))
-    if overlap and not settings.data:
+    if overlap:
         log.warning(
             "%s: %d of its %d test images were also in its training data (trained with --allow-overlap); "
             "their scores are not a test",
@@ -297,20 +354,31 @@ def evaluate_run(
             len(pairs),
         )
     rows, ms = score_pairs(
-        segmenter, pairs, settings, get_loss(config.loss), batch_size, parse_spacing(settings.spacing)
+        segmenter,
+        pairs,
+        settings,
+        get_loss(config.loss),
+        batch_size,
+        parse_spacing(settings.spacing),
+        probabilities_to=os.path.join(run.eval_dir, "probabilities") if save_probs else None,
     )
+    refuse_all_empty(rows, run.path, allow_empty_masks)
     best = run.read_best() or {}
     history = run.read_history()
     at_best = next((r.get("loss") for r in history if r["epoch"] == best.get("epoch")), None)
     summary = summarize(rows)
-    by_source = _by_source(run, rows) if not settings.data else {}
+    by_source = _by_source(run, rows)
     if by_source:
         summary["by_source"] = by_source
     summary.update(
         run=run.name,
+        kind="run",
+        test_set=test_set_record(pairs, own_test_set_name(run, config)),
+        trained_on=data_label(config),
         model=config.model,
         model_path=run.best_network,
-        params=int(segmenter.network.count_params()),
+        model_sha256=digest,
+        params=segmenter.parameters,
         test_loss=float(np.mean([r["loss"] for r in rows])),
         train_loss=at_best,
         train_loss_final=history[-1].get("loss") if history else None,
@@ -324,6 +392,8 @@ def evaluate_run(
         capacity=config.capacity,
     )
     run.write_evaluation(per_image_csv(rows), summary)
+    if not save_probs:  # an earlier evaluation's probabilities would not be these scores'
+        shutil.rmtree(os.path.join(run.eval_dir, "probabilities"), ignore_errors=True)
     fault_point("evaluate.run_scored")
     if figures:
         case_figure(segmenter, pairs, rows, run.cases_path, summary["run"])

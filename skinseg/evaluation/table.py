@@ -89,8 +89,14 @@ def _progress_note(summary: dict) -> str:
 
 
 def _mask_step(summary: dict) -> str:
+    if summary.get("mask_step"):  # masks scored as given (--predictions)
+        return summary["mask_step"]
     record = summary.get("postprocess")
     return PostProcessing.from_json(record).describe() if record else "threshold 0.5"
+
+
+def trained_on(result: dict) -> str:
+    return str(result["summary"].get("trained_on") or "—")
 
 
 def render_results(runs: list[dict], baseline: str | None) -> str:
@@ -106,6 +112,7 @@ def render_results(runs: list[dict], baseline: str | None) -> str:
             best[key] = max(values) if higher else min(values)
     header = [
         "Run",
+        "Trained on",
         *[c[1] for c in COLUMNS],
         "Dice 95% CI",
         "n",
@@ -115,7 +122,7 @@ def render_results(runs: list[dict], baseline: str | None) -> str:
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run, row in zip(runs, rows):
-        cells = [run["name"] + _progress_note(run["summary"])]
+        cells = [run["name"] + _progress_note(run["summary"]), trained_on(run)]
         for key, _, _, fmt in COLUMNS:
             value = row.get(key)
             if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -129,13 +136,170 @@ def render_results(runs: list[dict], baseline: str | None) -> str:
         cells.append(str(summary["n"]))
         cells.append(str(sum(summary["empty_cases"].values())))
         cells.append(_mask_step(summary))
-        if base is None or run is base:
-            cells.append("—")
-        else:
-            p = paired_wilcoxon(run["dice_by_id"], base["dice_by_id"])
-            cells.append("—" if math.isnan(p) else f"{p:.3g}")
+        cells.append(_p_text(run, base))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _p_text(run: dict, base: dict | None) -> str:
+    if base is None or run is base:
+        return "—"
+    p = paired_wilcoxon(run["dice_by_id"], base["dice_by_id"])
+    return "—" if math.isnan(p) else f"{p:.3g}"
+
+
+def table_csv_rows(runs: list[dict], baseline: str | None, test_set: dict) -> list[dict]:
+    """results.csv: one row per run of a section, every column as a plain number."""
+    base = next((r for r in runs if r["name"] == baseline), None)
+    out = []
+    for run in runs:
+        summary = run["summary"]
+        row = table_row(summary)
+        ci = summary["metrics"]["dice"].get("ci95", [math.nan, math.nan])
+        out.append(
+            {
+                "test_set": test_set["name"],
+                "test_set_digest": test_set["digest"],
+                "n": summary["n"],
+                "run": run["name"],
+                "kind": summary.get("kind", "run"),
+                "trained_on": trained_on(run),
+                **{key: row.get(key) for key, *_ in COLUMNS},
+                "dice_ci95_low": ci[0],
+                "dice_ci95_high": ci[1],
+                "empty_cases": sum(summary["empty_cases"].values()),
+                "mask_step": _mask_step(summary),
+                "baseline": baseline or "",
+                "p_vs_baseline": _p_text(run, base).replace("—", ""),
+            }
+        )
+    return out
+
+
+def csv_text(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    if not rows:
+        return ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()}
+        )
+    return buffer.getvalue()
+
+
+# results.tex: the reference's columns and the two most used others
+LATEX_COLUMNS = (
+    ("dice", "Dice", "{:.4f}"),
+    ("volume_similarity", "VS", "{:.4f}"),
+    ("avg_hausdorff", "ASD", "{:.4f}"),
+    ("hausdorff_itk", "HD", "{:.4g}"),
+    ("hd95", "HD95", "{:.4g}"),
+)
+
+
+def _latex(text: str) -> str:
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("$", r"\$"),
+        ("#", r"\#"),
+        ("_", r"\_"),
+        ("{", r"\{"),
+        ("}", r"\}"),
+        ("~", r"\textasciitilde{}"),
+        ("^", r"\textasciicircum{}"),
+    ):
+        text = text.replace(a, b)
+    return text
+
+
+def render_latex(runs: list[dict], test_set: dict) -> str:
+    """One `table` environment per test set (booktabs rules), the best value of a column in bold."""
+    rows = [table_row(r["summary"]) for r in runs]
+    best = {}
+    for key, _, _ in LATEX_COLUMNS:
+        values = [
+            row[key] for row in rows if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])
+        ]
+        if values:
+            higher = next(c[2] for c in COLUMNS if c[0] == key)
+            best[key] = max(values) if higher else min(values)
+    lines = [
+        "% results.tex (evaluate.py --all); needs \\usepackage{booktabs}",
+        "\\begin{table}[t]",
+        "\\centering",
+        f"\\caption{{Test set {_latex(test_set['name'])} ($n = {test_set['n']}$ images).}}",
+        "\\begin{tabular}{ll" + "r" * len(LATEX_COLUMNS) + "}",
+        "\\toprule",
+        "Model & Trained on & " + " & ".join(c[1] for c in LATEX_COLUMNS) + " \\\\",
+        "\\midrule",
+    ]
+    for run, row in zip(runs, rows):
+        cells = [_latex(run["name"]), _latex(trained_on(run))]
+        for key, _, fmt in LATEX_COLUMNS:
+            value = row.get(key)
+            if value is None or not math.isfinite(value):
+                cells.append("--")
+                continue
+            text = fmt.format(value)
+            cells.append(f"\\textbf{{{text}}}" if len(rows) > 1 and value == best.get(key) else text)
+        lines.append(" & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(lines)
+
+
+def cv_groups(results: list[dict]) -> dict[str, list[dict]]:
+    """The runs of each cross-validation: same configuration but for fold and seed."""
+    import json
+    import re
+
+    groups: dict[str, list[dict]] = {}
+    labels: dict[str, str] = {}
+    for result in results:
+        config = result["config"]
+        # a repeat (--seeds) of a cross-validation is another cross-validation: folds pooled, never seeds
+        identity = {k: v for k, v in config.recorded().items() if k != "fold"}
+        key = json.dumps({**identity, "epochs": config.epochs}, sort_keys=True)
+        labels.setdefault(key, re.sub(r"-f\d+", "", result["name"]))
+        groups.setdefault(key, []).append(result)
+    return {labels[key]: sorted(group, key=lambda r: r["config"].fold or 0) for key, group in groups.items()}
+
+
+def render_cross_validation(groups: dict[str, list[dict]]) -> str:
+    """A row per cross-validation: each metric's mean ± sd over its folds (each fold scored on its
+    own, untouched fold), and the out-of-fold Dice pooled over every image with its CI."""
+    header = [
+        "Cross-validation",
+        "Folds",
+        "Trained on",
+        *[c[1] + " (mean ± sd over folds)" for c in REPEAT_COLUMNS],
+        "Pooled out-of-fold Dice",
+        "95% CI",
+        "n",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, group in groups.items():
+        k = group[0]["config"].folds
+        rows = [table_row(r["summary"]) for r in group]
+        pooled = np.array([d for r in group for d in r["dice_by_id"].values()])
+        lo, hi = bootstrap_ci(pooled) if len(pooled) > 1 else (math.nan, math.nan)
+        cells = [label, f"{len(group)} of {k}", trained_on(group[0])]
+        cells += [mean_sd([row.get(key) for row in rows], fmt) for key, _, fmt in REPEAT_COLUMNS]
+        cells += [f"{pooled.mean():.4f}", f"[{lo:.4f}, {hi:.4f}]", str(len(pooled))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return (
+        "## Cross-validation (out of fold)\n\nEach fold's run is scored on its own fold, which it never "
+        "trained or selected on (`train.py --folds K`); folds are stratified by lesion size. Score an "
+        "ensemble of the folds on a test set with `evaluate.py --model RUN-f0 ... RUN-f<K-1> --data SET`.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def render_by_source(runs: list[dict]) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from skinseg.core.atomic import read_json
 from skinseg.core.errors import SkinsegError
-from skinseg.core.run_folder import BEST, CONFIG, POSTPROCESS, PREPROCESSING, RunFolder, file_digest
+from skinseg.core.run_folder import CONFIG, POSTPROCESS, PREPROCESSING, RunFolder, file_digest
 from skinseg.data_pipeline.preprocess import Preprocessing
 from skinseg.inference.postprocess import PostProcessing, read_chosen
 
@@ -26,6 +26,11 @@ log = logging.getLogger("skinseg")
 PRETRAINED = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "pretrained", "skinseg-isic.keras"
 )
+
+
+# Name prefix of a model saved with its per-image preprocessing inside (inference.portable); here,
+# where reading it needs no TensorFlow.
+PORTABLE = "skinseg_portable"
 
 
 class PredictError(SkinsegError, RuntimeError):
@@ -40,6 +45,7 @@ class Described:
     preprocessing: Preprocessing
     post: PostProcessing
     post_source: str | None  # the postprocess.json used, or None (threshold 0.5)
+    recorded: bool = True  # False: no preprocessing.json or config.json beside it (a file on its own)
 
 
 def describe(model: str, *, read_post: bool = True) -> Described:
@@ -76,7 +82,8 @@ def describe(model: str, *, read_post: bool = True) -> Described:
     folder = os.path.dirname(path)
     preprocessing = read_preprocessing(folder)
     post, source = read_postprocess(folder, path) if read_post else (PostProcessing(), None)
-    return Described(path, preprocessing, post, source)
+    recorded = any(os.path.exists(os.path.join(folder, name)) for name in (PREPROCESSING, CONFIG))
+    return Described(path, preprocessing, post, source, recorded)
 
 
 def pretrained_path() -> str:
@@ -96,7 +103,7 @@ def read_preprocessing(folder: str) -> Preprocessing:
         path = os.path.join(folder, name)
         if not os.path.exists(path):
             continue
-        data = _json_object(path)
+        data = json_object(path)
         if name == CONFIG:  # config.json holds many other options: take only the preprocessing's
             data = {key: data[key] for key in _PREPROCESSING_KEYS if key in data}
         try:
@@ -119,7 +126,7 @@ def read_postprocess(folder: str, network_path: str) -> tuple[PostProcessing, st
     one is ignored, since evaluate.py chooses again); elsewhere a damaged one is an error."""
     path = os.path.join(folder, POSTPROCESS)
     run = RunFolder(folder)
-    if os.path.basename(network_path) == BEST and run.has_config():
+    if run.has_config() and os.path.abspath(network_path) == os.path.abspath(run.best_network):
         chosen = read_chosen(run)
         if chosen is None:
             log.warning(
@@ -132,7 +139,7 @@ def read_postprocess(folder: str, network_path: str) -> tuple[PostProcessing, st
         return chosen, path
     if not os.path.exists(path):
         return PostProcessing(), None
-    data = _json_object(path)
+    data = json_object(path)
     digest = data.get("network_sha256")
     if digest is not None and digest != file_digest(network_path):
         log.warning("%s: chosen for another network than %s; threshold 0.5 used", path, network_path)
@@ -143,7 +150,8 @@ def read_postprocess(folder: str, network_path: str) -> tuple[PostProcessing, st
         raise PredictError(str(err)) from None
 
 
-def _json_object(path: str) -> dict:
+def json_object(path: str) -> dict:
+    """A JSON file that must hold an object; anything else is a PredictError naming it."""
     try:
         data = read_json(path)
     except (OSError, ValueError) as err:

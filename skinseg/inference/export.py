@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from skinseg.core.atomic import atomic_path, write_json
 from skinseg.data_pipeline.preprocess import shades_of_gray_tf
+from skinseg.inference.portable import has_colour_constancy
 from skinseg.inference.segmenter import PredictError, Segmenter
 
 
@@ -32,7 +33,7 @@ def export(segmenter: Segmenter, out: str, overwrite: bool = False) -> dict:
 
     @tf.function(input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32, name="image")])
     def serve(images):
-        if preprocessing.color_constancy:
+        if preprocessing.color_constancy and not has_colour_constancy(model):  # else the file does it
             images = shades_of_gray_tf(images)
         return model(images, training=False)
 

@@ -14,6 +14,8 @@ import tensorflow as tf
 from keras import layers
 
 from skinseg.core.errors import DataError, ModelLoadError
+from skinseg.data_pipeline.preprocess import Preprocessing
+from skinseg.inference.portable import has_colour_constancy, inner_network, portable_model
 
 
 def load_segmenter(path: str) -> keras.Model:
@@ -140,6 +142,13 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     return copy
 
 
+def _folded(model: keras.Model) -> keras.Model:
+    """fold_batch_norm of the network, inside its portable wrapper when it has one."""
+    if has_colour_constancy(model):
+        return portable_model(fold_batch_norm(inner_network(model)), Preprocessing(color_constancy=True))
+    return fold_batch_norm(model)
+
+
 class Forward:
     """The model's inference pass traced once for any batch size (no retracing per shape).
     `fold`: run a copy with BatchNormalization folded into the convolutions (same outputs to
@@ -149,7 +158,7 @@ class Forward:
     def __init__(self, model: keras.Model, jit_compile: bool = False, fold: bool = True):
         spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
         self.model = model
-        run = fold_batch_norm(model) if fold else model
+        run = _folded(model) if fold else model
         self._fn = tf.function(
             lambda x: run(x, training=False), input_signature=[spec], jit_compile=jit_compile
         )

@@ -75,6 +75,13 @@ def list_inputs(inputs: list[str]) -> tuple[list[str], int, list[tuple[str, str]
 
     for item in inputs:
         if os.path.isdir(item):
+            if os.path.isfile(os.path.join(item, "config.json")) and os.path.isfile(
+                os.path.join(item, "best.keras")
+            ):
+                raise PredictError(
+                    f"{item}: a run folder given as images (its curves.png would be segmented); for an "
+                    "ensemble repeat --model (--model RUN1 --model RUN2)"
+                )
             if os.path.abspath(item) in seen:
                 continue
             seen.add(os.path.abspath(item))

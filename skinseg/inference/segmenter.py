@@ -48,6 +48,7 @@ from skinseg.inference.network import (
     predict_probabilities,
     stream_predictions,
 )
+from skinseg.inference.portable import has_colour_constancy
 from skinseg.inference.postprocess import PostProcessing
 
 __all__ = ["PRETRAINED", "Described", "PredictError", "Prediction", "Segmenter", "describe"]
@@ -78,6 +79,16 @@ class Prediction:
         return self.post.apply(self.at_input)
 
 
+class _Averaged:
+    """An ensemble's forward pass: its members' probabilities averaged."""
+
+    def __init__(self, forwards: list):
+        self.forwards = forwards
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return np.mean([forward(images) for forward in self.forwards], axis=0)
+
+
 class Segmenter:
     """Image -> preprocessing -> network -> probabilities at original size -> mask."""
 
@@ -95,11 +106,20 @@ class Segmenter:
         lesion probabilities. `tta`: average the identity and the three flips. `fold`: run a copy
         with BatchNormalization folded into the convolutions (same outputs to float32 rounding)."""
         check_segmenter(network, source or "the network")
+        inside = has_colour_constancy(network)
+        if inside and not preprocessing.color_constancy:
+            raise PredictError(
+                f"{source or 'the network'}: applies colour constancy itself, but its preprocessing "
+                f"({preprocessing}) says it was trained without it; its preprocessing.json is not its own"
+            )
         self.network = network
         self.preprocessing = preprocessing
+        # What the file does not do itself happens here, before it (a portable file: inference.portable).
+        self._outside = dataclasses.replace(preprocessing, color_constancy=False) if inside else preprocessing
         self.post = post
         self.tta = tta
         self.source = source
+        self.members = (self,)  # an ensemble's: its segmenters (Segmenter.ensemble)
         self._forward = Forward(network, fold=fold)
 
     def __repr__(self) -> str:
@@ -140,13 +160,60 @@ class Segmenter:
     @classmethod
     def from_described(cls, described: Described, *, post: PostProcessing | None = None, **options):
         network = load_segmenter(described.path)
+        preprocessing = described.preprocessing
+        if has_colour_constancy(network) and not described.recorded:
+            # a .keras copied on its own: it says itself that it applies colour constancy
+            preprocessing = dataclasses.replace(preprocessing, color_constancy=True)
         return cls(
             network,
-            described.preprocessing,
+            preprocessing,
             post if post is not None else described.post,
             source=described.path,
             **options,
         )
+
+    @classmethod
+    def load_ensemble(cls, models: list[str], *, post: PostProcessing | None = None, **options) -> Segmenter:
+        """Several models (what `--model` accepts, each) as one: Segmenter.ensemble of them."""
+        members = [cls.load(model, post=PostProcessing(), **options) for model in models]
+        return cls.ensemble(members, post=post, tta=options.get("tta", False))
+
+    @classmethod
+    def ensemble(
+        cls, members: list[Segmenter], *, post: PostProcessing | None = None, tta: bool = False
+    ) -> Segmenter:
+        """One segmenter whose probabilities are the mean of its members' (each with TTA when
+        `tta`), e.g. the K runs of a cross-validation. The members must take the same input (size
+        and preprocessing). Their mask steps were chosen for each alone: the ensemble's is `post`,
+        by default threshold 0.5 without clean-up."""
+        if len(members) == 1:
+            return members[0].with_options(tta=tta, post=post)
+        first = members[0]
+        for other in members[1:]:
+            if other.input_size != first.input_size or other.preprocessing != first.preprocessing:
+                raise PredictError(
+                    f"an ensemble's models must take the same input: {first.source} takes "
+                    f"{first.input_size} with {first.preprocessing}, {other.source} takes "
+                    f"{other.input_size} with {other.preprocessing}"
+                )
+        combined = copy.copy(first)
+        # Each member's own preparation (colour constancy inside its file or not) must agree too.
+        if len({m._outside for m in members}) > 1:
+            raise PredictError(
+                "an ensemble's models must prepare images alike: some apply colour constancy inside "
+                "their file and others do not (save them again with this version)"
+            )
+        combined.members = tuple(members)
+        combined.source = " + ".join(str(m.source) for m in members)
+        combined.post = post if post is not None else PostProcessing()
+        combined.tta = tta
+        combined._forward = _Averaged([m._forward for m in members])
+        return combined
+
+    @property
+    def parameters(self) -> int:
+        """Parameters of the network, or of all an ensemble's networks."""
+        return sum(int(m.network.count_params()) for m in self.members)
 
     def with_options(self, *, tta: bool | None = None, post: PostProcessing | None = None) -> Segmenter:
         """The same network (and its traced pass) with another TTA setting or mask step."""
@@ -170,8 +237,9 @@ class Segmenter:
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """A decoded uint8 RGB image -> the uint8 network input (resize or pad, CLAHE, colour
-        constancy as the network was trained)."""
-        return prepare_image(image, self.input_size, self.preprocessing)
+        constancy as the network was trained), less what the saved model does itself (colour
+        constancy in a portable file)."""
+        return prepare_image(image, self.input_size, self._outside)
 
     def probabilities_at_input(self, inputs: np.ndarray) -> np.ndarray:
         """(B, h, w) probabilities for a batch of prepared uint8 inputs (B, h, w, 3)."""

@@ -120,13 +120,24 @@ class RunRecorder(keras.callbacks.Callback):
     """After every finished epoch: history.csv, and best.keras + best.json when `monitor`
     improved. Every `every` epochs and at the end: last.keras, the resume state (trainer weights
     with the optimizer, then state.json naming them: the commit point) and curves.png. A killed
-    run thus always has a consistent last completed epoch."""
+    run thus always has a consistent last completed epoch. `saved`: the model the .keras files hold
+    (the network with its per-image preprocessing inside, inference.portable; default: the
+    trainer's network)."""
 
     def __init__(
-        self, run, monitor: str, mode: str, state: dict | None, rows, recorded: dict, every: int = 1
+        self,
+        run,
+        monitor: str,
+        mode: str,
+        state: dict | None,
+        rows,
+        recorded: dict,
+        every: int = 1,
+        saved=None,
     ):
         super().__init__()
         self.run = run
+        self.saved = saved
         self.every = every
         self.monitor, self.mode = monitor, mode
         self.recorded = recorded  # the configuration the resume state vouches for
@@ -158,12 +169,12 @@ class RunRecorder(keras.callbacks.Callback):
         improved = value is not None and (value > self.best if self.mode == "max" else value < self.best)
         if improved:
             self.best, self.best_epoch = float(value), epoch + 1
-            self.run.save_best(self.model.network, epoch + 1, self.monitor, self.best)
+            self.run.save_best(self.saved or self.model.network, epoch + 1, self.monitor, self.best)
         last_epoch = epoch + 1 == self.params.get("epochs")
         if self.model.stop_training and not last_epoch:
             self.stopped_early = True
         if (epoch + 1) % self.every == 0 or last_epoch or self.model.stop_training:
-            last = self.run.save_network(self.model.network, self.run.last_network)
+            last = self.run.save_network(self.saved or self.model.network, self.run.last_network)
             self.run.write_resume_state(
                 self.model,
                 {

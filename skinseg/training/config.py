@@ -100,6 +100,24 @@ class RunConfig:
         "data",
         "train even when an image is in two splits (by ID or by pixels; recorded in split.json)",
     )
+    allow_empty_masks: bool = option(
+        False,
+        "data",
+        "train even when every mask of a split is empty (no lesion pixel): usually masks whose lesion "
+        "was not read as such",
+    )
+    folds: int = option(
+        0,
+        "data",
+        "K-fold cross-validation: the training data (with a layout's own validation split) is cut into "
+        "K folds stratified by lesion size; the run of fold I trains on the others (its validation "
+        "carved from them) and is tested on fold I, out of fold. train.py --folds K trains all K runs "
+        "(OUT-f0 ...); 0 = off",
+        metavar="K",
+    )
+    fold: int | None = option(
+        None, "data", "with --folds K: train only fold I (0 ... K-1)", type=int, metavar="I"
+    )
     # model
     model: str = option("baseline", "model", f"model preset: {', '.join(model_names())}", metavar="NAME")
     width: int | None = option(
@@ -137,6 +155,14 @@ class RunConfig:
         "imagenet, none, or a local weights file (DeepLab: its ResNet; HarDNet: encoder); none trains "
         "from scratch, as the reference",
         metavar="WEIGHTS",
+    )
+    init_from: str = option(
+        "",
+        "model",
+        "fine-tune: start from the weights of pretrained (the shipped model), a run folder or a .keras "
+        "file; the architecture and preprocessing come from its records unless typed, and a network "
+        "that does not fit is refused with the reason (recorded in config.json with its digest)",
+        metavar="SOURCE",
     )
     init: str = option(
         "keras",
@@ -234,6 +260,8 @@ class RunConfig:
     created_with: dict = field(default_factory=dict, metadata={"cli": False})  # library versions
     # the memory estimate that settled max_filters (training.estimate.fit_capacity), for the record
     capacity: dict = field(default_factory=dict, metadata={"cli": False})
+    # --init-from's file as used: {"source", "path", "sha256"} (training.init_from.resolve_source)
+    init_source: dict = field(default_factory=dict, metadata={"cli": False})
 
     def __post_init__(self):
         if self.aug and self.aug_policy == "reference" and not self.clahe:
@@ -287,6 +315,21 @@ class RunConfig:
             (self.early_stopping >= 0, f"early_stopping must be >= 0; got {self.early_stopping}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0; got {self.weight_decay}"),
             (self.logical_cpus >= 0, f"logical_cpus must be >= 0; got {self.logical_cpus}"),
+            (self.folds == 0 or self.folds >= 2, f"folds must be 0 (off) or at least 2; got {self.folds}"),
+            (
+                self.fold is None or (self.folds and 0 <= self.fold < self.folds),
+                f"fold must be in 0 ... {max(self.folds - 1, 0)} with --folds {self.folds}; got {self.fold}"
+                if self.folds
+                else "--fold needs --folds K",
+            ),
+            (
+                not (self.init_from and self.backbone_weights not in ("none", "", None)),
+                "--init-from loads every weight of the network: --backbone-weights would be overwritten",
+            ),
+            (
+                not (self.init_from and self.init == "reference"),
+                "--init-from loads every weight of the network: --init reference would be overwritten",
+            ),
             (
                 self.max_filters is None or self.max_filters >= 0,
                 "max_filters must be auto, none or at least 1",
@@ -329,7 +372,7 @@ class RunConfig:
         values = {}
         for key, value in data.items():
             try:
-                values[key] = _coerce(known[key], value)
+                values[key] = coerce_field(known[key], value)
             except (TypeError, ValueError):
                 raise ConfigError(f"{source}: {key} = {value!r} is not a valid value") from None
         try:
@@ -355,11 +398,11 @@ class RunConfig:
         """What identifies the run's training: everything but where it lives, its library
         versions, its length (which --resume --epochs may extend) and the recipe's name (its values are
         in the other fields)."""
-        skip = ("out", "created_with", "epochs", "recipe", "capacity")
+        skip = ("out", "created_with", "epochs", "recipe", "capacity", "init_source")
         return {k: v for k, v in self.to_json().items() if k not in skip}
 
 
-def _coerce(f, value):
+def coerce_field(f, value):
     """A JSON value as the field's declared type (ints stay ints, lists become tuples)."""
     kind = str(f.type)
     if value is None:
@@ -442,8 +485,25 @@ def config_from_args(args: argparse.Namespace, given: set[str] | None = None) ->
     return RunConfig(**values)
 
 
+def data_label(config: RunConfig) -> str:
+    """The data set(s) a run trains on, as its name shows them: each --data folder's name, or
+    `synthetic` (the built-in set)."""
+    if not config.data:
+        return "synthetic"
+    names = []
+    for source in config.data:
+        folder = os.path.basename(os.path.normpath(source[0])) or "data"
+        if len(source) == 2:  # an images folder and a masks folder: name their parent when generic
+            parent = os.path.basename(os.path.dirname(os.path.normpath(source[0])))
+            if folder.lower() in ("image", "images", "img", "imgs") and parent:
+                folder = parent
+        names.append(folder)
+    return "+".join(names)
+
+
 def default_run_name(config: RunConfig) -> str:
-    """Readable and unique enough: only what differs from the defaults appears."""
+    """Readable and unique enough: the preset, what differs from the defaults, and the data set
+    (the same options on two data sets are two runs)."""
     parts = [config.model]
     if config.width:
         parts.append(f"w{config.width}")
@@ -469,6 +529,11 @@ def default_run_name(config: RunConfig) -> str:
         parts.append(config.optimizer)
     if config.ema:
         parts.append(f"ema{config.ema:g}")
+    if config.init_from:
+        parts.append("ft")
+    parts.append(data_label(config))
+    if config.folds:  # NAME-cv5 for the whole cross-validation; its runs NAME-cv5-f0 ...
+        parts.append(f"cv{config.folds}" if config.fold is None else f"cv{config.folds}-f{config.fold}")
     if config.seed:
         parts.append(f"s{config.seed}")
     return "-".join(parts)

@@ -8,6 +8,7 @@ checkpoints against what the resume state vouches for). One process writes a run
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import platform
@@ -27,6 +28,7 @@ from skinseg.data_pipeline.augment import POLICIES, build_augmenter, reference_a
 from skinseg.data_pipeline.split import assemble_splits, read_split, write_split
 from skinseg.data_pipeline.synthetic import default_data
 from skinseg.data_pipeline.tfdata import make_dataset, resolve_cache, steps_per_epoch
+from skinseg.inference.portable import portable_model
 from skinseg.inference.validation import choose_for_run
 from skinseg.losses import get_loss
 from skinseg.models.init import initialize
@@ -50,6 +52,8 @@ from skinseg.training.config import (
 )
 from skinseg.training.distribute import StrategyError, is_chief, make_strategy, split_cpu, worker_name
 from skinseg.training.estimate import fit_capacity, warn_if_slow
+from skinseg.training.init_from import load_initial_weights
+from skinseg.training.init_from import record as init_record
 from skinseg.training.trainer import DiceScore, SegmentationTrainer
 
 log = logging.getLogger("skinseg")
@@ -117,6 +121,17 @@ def write_records(run: RunFolder, config: RunConfig) -> None:
     write_json(run.preprocessing_path, config.preprocessing.to_json())
 
 
+def check_tensorboard(config: RunConfig) -> None:
+    """Keras' TensorBoard callback needs the tensorboard package, which the requirements do not
+    install (a 20 MB web server most runs do not use): refused before anything is written."""
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "--tensorboard writes logs with the tensorboard package, which is not installed (the "
+            "requirements leave it out): pip install tensorboard, or train without --tensorboard "
+            "(history.csv and curves.png hold the same curves)"
+        )
+
+
 def settle_capacity(config: RunConfig) -> RunConfig:
     """`--max-filters auto` made concrete before anything is written: the reference's widths when
     the run's estimated memory fits, else the widest cap that does, said loudly; recorded in
@@ -155,6 +170,12 @@ def settle_capacity(config: RunConfig) -> RunConfig:
 def start_run(config: RunConfig, *, overwrite: bool = False):
     """The data checked and split, then the run folder locked, made ready and recorded.
     Returns (config as recorded, run folder (locked), splits)."""
+    check_tensorboard(config)
+    if config.folds and config.fold is None:
+        raise ConfigError(
+            f"folds={config.folds} trains {config.folds} runs: give fold=I for one of them (train.py --folds K "
+            "trains them all)"
+        )
     splits = assemble_splits(
         data_sources(config),
         image_size=config.image_size,
@@ -163,8 +184,15 @@ def start_run(config: RunConfig, *, overwrite: bool = False):
         seed=config.seed,
         skip_bad=config.skip_bad,
         allow_overlap=config.allow_overlap,
+        folds=config.folds,
+        fold=config.fold,
+        allow_empty_masks=config.allow_empty_masks,
     )
     config = settle_capacity(config)
+    if config.init_from:
+        config = config.replace(init_source=init_record(config.init_from))
+        # the weights must fit before a folder is made (the network is built again under the strategy)
+        load_initial_weights(build_network(config), config.init_source)
     run = RunFolder(config.out or os.path.join("runs", default_run_name(config)))
     run.lock()
     try:
@@ -186,6 +214,15 @@ def start_run(config: RunConfig, *, overwrite: bool = False):
         config = config.replace(out=run.path, created_with=_environment())
         write_records(run, config)
         write_split(run.split_path, splits.as_dict(), **splits.meta(config.seed, config.val_fraction))
+        if splits.cv:
+            log.info(
+                "fold %d of %d (stratified by lesion size): %d train, %d validation, %d out-of-fold test",
+                config.fold,
+                config.folds,
+                len(splits.train),
+                len(splits.validation),
+                len(splits.test),
+            )
     except RunFolderError:
         run.release_untouched()
         raise
@@ -206,6 +243,7 @@ def resume_run(out: str, *, given: dict | None = None):
     try:
         run.remove_stale_temporaries()
         config = RunConfig.load(run.config_path)
+        check_tensorboard(config)
         state = run.read_resume_state()
         verify_resume(run, config, state)
         completed = state["completed_epochs"] if state else 0
@@ -410,18 +448,17 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
         )
     given_network = network is not None
     with strategy.scope():
-        network = network or build_model(
-            config.model,
-            config.image_size,
-            width=config.width,
-            depth=config.depth,
-            max_filters=config.max_filters,
-            padding=config.padding,
-            backbone=config.backbone,
-            backbone_weights=config.backbone_weights,
-        )
+        network = network or build_network(config)
         if not completed and not given_network:  # a resumed run loads its weights; a given one keeps its own
             initialize(network, config.init, resolve(config.model).family, config.seed)
+            if config.init_from:
+                load_initial_weights(network, config.init_source)
+                log.info(
+                    "weights from %s (%s, sha256 %s...)",
+                    config.init_from,
+                    config.init_source["path"],
+                    config.init_source["sha256"][:12],
+                )
         augmenter = None
         if config.aug and config.aug_policy == "reference":
             augmenter = reference_augmenter(config.seed)
@@ -477,6 +514,7 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
         run.read_history()[:completed],
         config.recorded(),
         every=config.checkpoint_every,
+        saved=portable_model(network, config.preprocessing),
     )
     guard = NonFiniteGuard()
     callbacks = [guard, *schedule_callbacks(config)]
@@ -541,6 +579,19 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
         except (SkinsegError, OSError) as err:  # the run itself is complete
             log.warning("post-processing not chosen (%s); evaluate.py chooses it", err)
     return RunResult(run.path, len(recorder.rows), recorder.best_epoch, recorder.best, recorder.rows)
+
+
+def build_network(config: RunConfig):
+    return build_model(
+        config.model,
+        config.image_size,
+        width=config.width,
+        depth=config.depth,
+        max_filters=config.max_filters,
+        padding=config.padding,
+        backbone=config.backbone,
+        backbone_weights=config.backbone_weights,
+    )
 
 
 def is_chief_run(run: RunFolder) -> bool:
