@@ -160,17 +160,30 @@ def _same_options(args, described, work) -> dict | None:
 
 
 def _run(args) -> int:
+    import contextlib
+
+    from skinseg.core.locking import FolderLock
+    from skinseg.inference import predict_folder
+    from skinseg.inference.description import PredictError
+
+    def planned():
+        return predict_folder.plan(
+            args.inputs, args.out, overlay=args.overlay, overwrite=args.overwrite, strict=args.strict
+        )
+
+    # What to write is settled (and refused) before TensorFlow and the model load, and before
+    # --out exists; then the folder is locked (one writer) and planned again, as it is now.
+    if not args.inputs:
+        return _predict(args, None)
+    planned()
+    with FolderLock(args.out, "masks (predict.py)", PredictError) if args.out else contextlib.nullcontext():
+        return _predict(args, planned())
+
+
+def _predict(args, work) -> int:
     from skinseg.inference import predict_folder
     from skinseg.inference.description import PredictError, describe
 
-    # What to write is settled (and refused) before TensorFlow and the model load.
-    work = (
-        predict_folder.plan(
-            args.inputs, args.out, overlay=args.overlay, overwrite=args.overwrite, strict=args.strict
-        )
-        if args.inputs
-        else None
-    )
     if args.export and len(args.model) > 1:
         raise PredictError("--export writes one model; give one --model (an ensemble is not exported)")
     ensemble = len(args.model) > 1

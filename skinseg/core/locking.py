@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 
 try:  # POSIX
@@ -50,3 +51,38 @@ def wait_lock(handle, poll: float = 0.1) -> None:
     """Take an exclusive lock on `handle`, waiting for its holder as long as it holds it."""
     while not try_lock(handle):
         time.sleep(poll)
+
+
+class FolderLock:
+    """One writer per output folder (predict.py --out, an export, a runs folder under
+    `evaluate.py --all`): an exclusive lock on the folder itself (its directory handle), so that
+    no lock file appears among the outputs. A second writer is refused with `error(message)`.
+    POSIX only (directories cannot be opened for locking on Windows: there, no lock)."""
+
+    def __init__(self, path: str, what: str, error: type[Exception]):
+        self.path, self.what, self.error = path, what, error
+        self._fd = None
+
+    def __enter__(self):
+        if fcntl is None or not hasattr(os, "O_DIRECTORY"):
+            return self
+        os.makedirs(self.path, exist_ok=True)
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                raise self.error(
+                    f"{self.path} is in use by another process writing {self.what}: one writer at a time. "
+                    "Wait for it to finish, or choose another folder"
+                ) from None
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+        return False

@@ -282,8 +282,14 @@ class RunFolder:
         if not os.path.exists(self.best_record_path):
             return None
         record = read_record(self.best_record_path)
-        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+        if not isinstance(record, dict):
             raise RunFolderError(f"{self.best_record_path}: not a best-epoch record written by train.py")
+        check_keys(
+            self.best_record_path,
+            record,
+            {"epoch": int, "monitor": str, "value": (int, float), "sha256": str},
+            optional=("sha256",),  # records of version 0.1 have no checksum
+        )
         return record
 
     def save_best(self, network, epoch: int, monitor: str, value: float) -> None:
@@ -305,8 +311,30 @@ class RunFolder:
         if not os.path.exists(self.state_path):
             return None
         state = read_record(self.state_path)
-        if not isinstance(state, dict) or not isinstance(state.get("completed_epochs"), int):
+        if not isinstance(state, dict):
             raise RunFolderError(f"{self.state_path}: not a resume state written by train.py")
+        check_keys(
+            self.state_path,
+            state,
+            {
+                "completed_epochs": int,
+                "weights": str,
+                "weights_sha256": str,
+                "best": (int, float),
+                "best_epoch": int,
+                "seed_states": list,
+                "plateau": (dict, type(None)),
+                "stopped_early": bool,
+                "config": dict,
+                "last_sha256": str,
+            },
+            # added by later versions: states written before them load with their defaults
+            optional=("weights_sha256", "seed_states", "plateau", "stopped_early", "config", "last_sha256"),
+        )
+        if state["completed_epochs"] < 0 or os.path.basename(state["weights"]) != state["weights"]:
+            raise RunFolderError(
+                f"{self.state_path}: completed_epochs or weights is not a value train.py writes"
+            )
         state["weights_path"] = self.file(RESUME, state["weights"])
         return state
 
@@ -330,12 +358,35 @@ class RunFolder:
         return read_record(self.summary_path) if os.path.exists(self.summary_path) else None
 
     def write_evaluation(self, per_image_csv: str, summary: dict) -> None:
+        """per_image.csv, then summary.json naming it by its digest (`per_image_sha256`): the
+        commit point. A kill between the two leaves a pair that does not match, which evaluation
+        scores again instead of trusting."""
         write_text(self.per_image_path, per_image_csv)
-        write_json(self.summary_path, summary)
+        write_json(self.summary_path, {**summary, "per_image_sha256": file_digest(self.per_image_path)})
 
     def read_per_image(self) -> list[dict]:
         with open(self.per_image_path, newline="", encoding="utf-8") as handle:
             return list(csv.DictReader(handle))
+
+
+def check_keys(path: str, record: dict, types: dict, optional=()) -> None:
+    """A record's keys and types, as the version history allows: an unknown key, a missing key
+    that is not `optional`, or a value of the wrong type is a RunFolderError naming the file and
+    the key."""
+    unknown = sorted(set(record) - set(types))
+    if unknown:
+        raise RunFolderError(
+            f"{path}: unknown key(s) {', '.join(unknown)} (not written by this version of train.py)"
+        )
+    for key, kind in types.items():
+        if key not in record:
+            if key in optional:
+                continue
+            raise RunFolderError(f"{path}: {key} is missing")
+        value = record[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            raise RunFolderError(f"{path}: {key} = {value!r} is not of the type train.py writes")
 
 
 def read_record(path: str):

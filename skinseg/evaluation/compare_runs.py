@@ -11,6 +11,7 @@ import re
 
 from skinseg.core.atomic import write_text
 from skinseg.core.errors import SkinsegError
+from skinseg.core.locking import FolderLock
 from skinseg.core.run_folder import RunFolder, file_digest
 from skinseg.evaluation.external import EXTERNAL, EvalFolder, evaluate_models, external_folders
 from skinseg.evaluation.figures import dice_boxplot
@@ -123,7 +124,35 @@ def evaluate_all(
     """Score every run under RUNS on its own test split (and, with `settings.data`, on that set
     too, as external evaluations), then write RUNS/results.md, results.csv and results.tex: one
     section per test set (by content), cross-validations in their own section. Returns the path
-    of results.md."""
+    of results.md. One `--all` per runs folder at a time (the folder is locked); a run that
+    train.py holds is left out, never written into."""
+    find_runs(runs_dir)  # a missing folder is said as such, before the lock would create it
+    with FolderLock(runs_dir, "its results (evaluate.py --all)", EvaluationError):
+        return _evaluate_all(
+            runs_dir,
+            settings,
+            baseline=baseline,
+            force=force,
+            batch_size=batch_size,
+            skip_bad=skip_bad,
+            allow_overlap=allow_overlap,
+            save_probs=save_probs,
+            allow_empty_masks=allow_empty_masks,
+        )
+
+
+def _evaluate_all(
+    runs_dir: str,
+    settings: EvalSettings,
+    *,
+    baseline: str | None,
+    force: bool,
+    batch_size: int,
+    skip_bad: bool,
+    allow_overlap: bool,
+    save_probs: bool,
+    allow_empty_masks: bool,
+) -> str:
     runs = find_runs(runs_dir)
     if not runs and not external_folders(runs_dir):
         raise EvaluationError(f"{runs_dir}: no run folders (folders with a config.json) to evaluate")

@@ -42,7 +42,7 @@ from skinseg.evaluation.score_run import (
     score_pairs,
     test_set_record,
 )
-from skinseg.evaluation.spacing import parse_spacing
+from skinseg.evaluation.spacing import parse_spacing, spacing_digest
 from skinseg.inference.description import describe
 from skinseg.inference.overlay import overlay
 from skinseg.inference.postprocess import PostProcessing
@@ -79,9 +79,10 @@ class EvalFolder:
             return list(csv.DictReader(handle))
 
     def write(self, rows: list[dict], summary: dict) -> None:
+        """per_image.csv, then summary.json naming it by its digest (as a run's eval/)."""
         os.makedirs(self.path, exist_ok=True)
         write_text(self.per_image_path, per_image_csv(rows))
-        write_json(self.summary_path, summary)
+        write_json(self.summary_path, {**summary, "per_image_sha256": file_digest(self.per_image_path)})
 
 
 def external_folders(runs_dir: str) -> list[EvalFolder]:
@@ -206,6 +207,7 @@ def evaluate_models(
     if not settings.data:
         raise EvaluationError("an external evaluation needs --data SET (the labelled set to score on)")
     post = PostProcessing(threshold=settings.threshold) if settings.threshold is not None else None
+    spacing_of = parse_spacing(settings.spacing)  # a bad value stops before the models load
     if len(models) == 1:
         segmenter = Segmenter.load(models[0], post=post, tta=settings.tta)
     else:
@@ -214,6 +216,8 @@ def evaluate_models(
     infos, set_name = labelled_pairs(settings.data, segmenter.input_size, skip_bad)
     overlap = _check_overlap(models, infos, allow_overlap)
     pairs = [info.pair for info in infos]
+    for pair in pairs:  # every image has its spacing (or none has), checked before scoring
+        spacing_of(pair.id)
     test_set = test_set_record(pairs, set_name)
     labels = [model_label(m) for m in models]
     label = labels[0] if len(labels) == 1 else f"ensemble{len(labels)}-" + "+".join(labels)
@@ -225,7 +229,7 @@ def evaluate_models(
         settings,
         get_loss(loss_name),
         batch_size,
-        parse_spacing(settings.spacing),
+        spacing_of,
         probabilities_to=folder.probabilities_dir if save_probs else None,
     )
     refuse_all_empty(rows, settings.data[0], allow_empty_masks)
@@ -247,6 +251,7 @@ def evaluate_models(
         input_size=list(segmenter.input_size),
         ms_per_image=ms,
         settings=settings.to_json(),
+        spacing_digest=spacing_digest(settings.spacing),
         postprocess=segmenter.post.to_json(),
     )
     folder.write(rows, summary)

@@ -21,13 +21,13 @@ import keras
 import numpy as np
 
 from skinseg.core.atomic import atomic_path
-from skinseg.core.errors import DataError, SkinsegError
+from skinseg.core.errors import DataError, RunLockedError, SkinsegError
 from skinseg.core.faults import fault_point
 from skinseg.core.run_folder import RunFolder, file_digest
 from skinseg.data_pipeline.image_io import read_image, read_mask
 from skinseg.data_pipeline.split import read_split
 from skinseg.evaluation.figures import case_grid
-from skinseg.evaluation.spacing import parse_spacing
+from skinseg.evaluation.spacing import parse_spacing, spacing_digest
 from skinseg.inference.overlay import overlay
 from skinseg.inference.postprocess import PostProcessing, read_chosen
 from skinseg.inference.segmenter import Segmenter
@@ -285,24 +285,36 @@ def evaluation_is_current(
 ) -> bool:
     """Results newer than the network, computed with the same settings (and, with `figures`,
     their figure drawn: a kill between the summary and the figure leaves it to redo)."""
-    if not (os.path.exists(run.summary_path) and os.path.exists(run.best_network)):
+    if not all(os.path.exists(p) for p in (run.summary_path, run.best_network, run.per_image_path)):
         return False
     if figures and not os.path.exists(run.cases_path):
         return False
     if save_probs and not os.path.isdir(os.path.join(run.eval_dir, "probabilities")):
         return False
-    if os.path.getmtime(run.summary_path) < os.path.getmtime(run.best_network):
-        return False
     summary = run.read_summary()
+    # By content, not by names and times (cp -p, rsync -a and tar restore old times): the network,
+    # the per-image table the summary was written with, the test pairs and the spacing.
+    if summary.get("model_sha256") != file_digest(run.best_network):
+        return False
+    if summary.get("per_image_sha256") != file_digest(run.per_image_path):
+        return False
+    if summary.get("spacing_digest") != spacing_digest(settings.get("spacing")):
+        return False
     if not set(METRICS) <= set(summary.get("metrics", {})):  # scored before a metric was added
         return False
     if "test_set" not in summary:  # scored before results were grouped by test set (version 0.3)
+        return False
+    try:
+        pairs, _ = load_test_pairs(run)
+    except (SkinsegError, OSError):
+        return False
+    if test_set_record(pairs, summary["test_set"]["name"])["digest"] != summary["test_set"]["digest"]:
         return False
     if settings.get("threshold") is None:  # scored with the run's choice: is it still the one?
         chosen, used = read_chosen(run), summary.get("postprocess")
         if chosen is None or used is None or PostProcessing.from_json(used) != chosen:
             return False
-    return summary.get("settings") == settings and os.path.exists(run.per_image_path)
+    return summary.get("settings") == settings
 
 
 def evaluate_run(
@@ -318,8 +330,23 @@ def evaluate_run(
 ) -> dict:
     """Per-image CSV and summary JSON in RUN/eval/ (the run's own test split); returns the
     summary. Another data set is scored by evaluation.external (evaluate.py --run RUN --data SET),
-    never into the run's own eval/."""
+    never into the run's own eval/. The run is locked while it is scored: a run that train.py
+    holds (still training) is refused, not written into."""
     run = run_dir if isinstance(run_dir, RunFolder) else RunFolder(run_dir)
+    if not run.has_config():
+        raise EvaluationError(f"{run.config_path}: missing; is {run.path} a run folder of train.py?")
+    RunConfig.load(run.config_path)  # another program's config.json: refused before a lock file is made
+    try:
+        run.lock()
+    except RunLockedError as err:
+        raise EvaluationError(f"{err} (it is training: evaluate it when it is done)") from None
+    try:
+        return _evaluate_run(run, settings, batch_size, figures, save_probs, allow_empty_masks)
+    finally:
+        run.unlock()
+
+
+def _evaluate_run(run: RunFolder, settings, batch_size, figures, save_probs, allow_empty_masks) -> dict:
     if settings.data:
         raise EvaluationError(
             f"{run.path}: evaluate_run scores the run's own test split; score it on {settings.data[0]} "
@@ -341,9 +368,12 @@ def evaluate_run(
             progress["completed_epochs"],
             progress["epochs"],
         )
+    spacing_of = parse_spacing(settings.spacing)  # a bad value stops before the network loads
     digest = file_digest(run.best_network)  # before loading: the record names what was scored
     segmenter = Segmenter.from_run(run.path, tta=settings.tta, post=PostProcessing())  # chosen below
     pairs, overlap = load_test_pairs(run)
+    for pair in pairs:  # every image has its spacing (or none has), checked before scoring
+        spacing_of(pair.id)
     segmenter = segmenter.with_options(post=_postprocessing(run, segmenter, settings, batch_size, digest))
     if overlap:
         log.warning(
@@ -359,7 +389,7 @@ def evaluate_run(
         settings,
         get_loss(config.loss),
         batch_size,
-        parse_spacing(settings.spacing),
+        spacing_of,
         probabilities_to=os.path.join(run.eval_dir, "probabilities") if save_probs else None,
     )
     refuse_all_empty(rows, run.path, allow_empty_masks)
@@ -390,6 +420,7 @@ def evaluate_run(
         settings=settings.to_json(),
         postprocess=segmenter.post.to_json(),
         capacity=config.capacity,
+        spacing_digest=spacing_digest(settings.spacing),
     )
     run.write_evaluation(per_image_csv(rows), summary)
     if not save_probs:  # an earlier evaluation's probabilities would not be these scores'

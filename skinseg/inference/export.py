@@ -15,21 +15,41 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from skinseg.core.atomic import atomic_path, write_json
+from skinseg.core.atomic import write_json
+from skinseg.core.faults import fault_point
+from skinseg.core.locking import FolderLock
 from skinseg.data_pipeline.preprocess import shades_of_gray_tf
 from skinseg.inference.portable import has_colour_constancy
 from skinseg.inference.segmenter import PredictError, Segmenter
 
 
 def export(segmenter: Segmenter, out: str, overwrite: bool = False) -> dict:
-    """Writes OUT/saved_model, OUT/model.tflite, OUT/preprocessing.json, OUT/postprocess.json."""
-    preprocessing, model = segmenter.preprocessing, segmenter.network
-    if os.path.exists(os.path.join(out, "saved_model")) and not overwrite:
-        raise PredictError(f"{out}: holds an export already; pass --overwrite to replace it")
+    """Writes OUT/saved_model, OUT/model.tflite, OUT/preprocessing.json, OUT/postprocess.json,
+    one writer at a time (the folder is locked)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise PredictError(f"{out}: --export is a file; it must be a folder")
+    with FolderLock(out, "an export", PredictError):
+        return _export(segmenter, out, overwrite)
+
+
+EXPORT_FILES = ("saved_model", "model.tflite", "preprocessing.json", "postprocess.json")
+STAGING_PREFIX = ".export-"
+
+
+def _export(segmenter: Segmenter, out: str, overwrite: bool) -> dict:
+    """All four parts built in a staging folder inside OUT, then moved in together: a kill while
+    building (TFLite conversion takes the longest) leaves the previous export whole, and the
+    staging folder of a killed export is removed by the next one (the lock says none is running)."""
+    preprocessing, model = segmenter.preprocessing, segmenter.network
+    for name in os.listdir(out):
+        if name.startswith(STAGING_PREFIX):
+            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+    present = [name for name in EXPORT_FILES if os.path.exists(os.path.join(out, name))]
+    if present and not overwrite:
+        raise PredictError(
+            f"{out}: holds an export already; pass --overwrite to replace it ({', '.join(present)})"
+        )
     h, w = segmenter.input_size
-    os.makedirs(out, exist_ok=True)
 
     @tf.function(input_signature=[tf.TensorSpec([None, h, w, 3], tf.float32, name="image")])
     def serve(images):
@@ -37,22 +57,33 @@ def export(segmenter: Segmenter, out: str, overwrite: bool = False) -> dict:
             images = shades_of_gray_tf(images)
         return model(images, training=False)
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serve", serve)
-    saved_model = os.path.join(out, "saved_model")
-    staging = tempfile.mkdtemp(prefix=".saved_model-", dir=out)
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out)
     try:
-        archive.write_out(staging, verbose=False)
-        if os.path.exists(saved_model):
-            shutil.rmtree(saved_model)
-        os.rename(staging, saved_model)
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", serve)
+        archive.write_out(os.path.join(staging, "saved_model"), verbose=False)
+        tflite = tf.lite.TFLiteConverter.from_saved_model(os.path.join(staging, "saved_model")).convert()
+        with open(os.path.join(staging, "model.tflite"), "wb") as handle:
+            handle.write(tflite)
+        write_json(os.path.join(staging, "preprocessing.json"), _described(preprocessing, h, w))
+        write_json(os.path.join(staging, "postprocess.json"), segmenter.post.to_json())
+        fault_point("export.staged")
+        # the swap: a few renames (the old parts out of the way first, then the new ones in)
+        for name in EXPORT_FILES:
+            target = os.path.join(out, name)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            elif os.path.lexists(target):
+                os.remove(target)
+            os.rename(os.path.join(staging, name), target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    tflite = tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
-    tflite_path = os.path.join(out, "model.tflite")
-    with atomic_path(tflite_path) as tmp, open(tmp, "wb") as handle:
-        handle.write(tflite)
+    return {"saved_model": os.path.join(out, "saved_model"), "tflite": os.path.join(out, "model.tflite")}
+
+
+def _described(preprocessing, h: int, w: int) -> dict:
+    """preprocessing.json of an export: the options, and what the caller must do."""
     notes = [
         "colour constancy: inside both graphs" if preprocessing.color_constancy else "no colour constancy"
     ]
@@ -61,19 +92,14 @@ def export(segmenter: Segmenter, out: str, overwrite: bool = False) -> dict:
             f"CLAHE: apply it before calling, clip limit {preprocessing.clahe_clip:g} "
             "(skinseg.data_pipeline.preprocess.clahe)"
         )
-    write_json(
-        os.path.join(out, "preprocessing.json"),
-        {
-            **preprocessing.to_json(),
-            "input": f"float32 RGB in [0, 1], shape (batch, {h}, {w}, 3): the image resized to {h}x{w}"
-            + (
-                " keeping its aspect ratio, centred, padded with black (fit: pad)"
-                if preprocessing.fit == "pad"
-                else ""
-            ),
-            "output": f"lesion probability, float32, shape (batch, {h}, {w}, 1)",
-            "notes": notes,
-        },
-    )
-    write_json(os.path.join(out, "postprocess.json"), segmenter.post.to_json())
-    return {"saved_model": saved_model, "tflite": tflite_path}
+    return {
+        **preprocessing.to_json(),
+        "input": f"float32 RGB in [0, 1], shape (batch, {h}, {w}, 3): the image resized to {h}x{w}"
+        + (
+            " keeping its aspect ratio, centred, padded with black (fit: pad)"
+            if preprocessing.fit == "pad"
+            else ""
+        ),
+        "output": f"lesion probability, float32, shape (batch, {h}, {w}, 1)",
+        "notes": notes,
+    }

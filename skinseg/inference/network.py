@@ -25,8 +25,11 @@ def load_segmenter(path: str) -> keras.Model:
         raise ModelLoadError(f"{path}: no such model file (a run folder holds best.keras and last.keras)")
     if os.path.isdir(path):
         raise ModelLoadError(f"{path}: a folder, not a .keras model file")
+    if not os.path.isfile(path):  # a named pipe or a device would block or stream forever
+        raise ModelLoadError(f"{path}: not a regular file, so not a .keras model")
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path}: not a .keras model file (truncated or corrupt?)")
+    check_archive(path)
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types for a bad archive
@@ -38,7 +41,44 @@ def load_segmenter(path: str) -> keras.Model:
             ) from None
         raise ModelLoadError(f"{path}: cannot load the model ({type(err).__name__}: {message})") from None
     check_segmenter(model, path)
+    check_weights(model, path)
     return model
+
+
+# A member of a .keras archive may inflate to this much at most, or to this many times its
+# compressed size: weights barely compress (about 1.1x), configurations about 10x, so real
+# multi-gigabyte models load, while a small archive that inflates to gigabytes (a zip bomb) is
+# refused before a byte of it is inflated.
+MEMBER_FLOOR = 64 * 2**20
+MEMBER_RATIO = 200
+
+
+def check_archive(path: str) -> None:
+    """The archive's members bounded by their declared sizes (Python's zipfile never inflates a
+    member past its declared size, so the declaration is what must be checked)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ModelLoadError(f"{path}: not a .keras model file ({err})") from None
+    for member in members:
+        limit = max(MEMBER_FLOOR, MEMBER_RATIO * member.compress_size)
+        if member.file_size > limit:
+            raise ModelLoadError(
+                f"{path}: its member {member.filename} would inflate from {member.compress_size:,} to "
+                f"{member.file_size:,} bytes (over {MEMBER_RATIO}x and {MEMBER_FLOOR // 2**20} MiB): not a "
+                "model Keras wrote (a zip bomb?); refused"
+            )
+
+
+def check_weights(model, path: str) -> None:
+    """A network whose weights are NaN or infinite writes empty (or full) masks for every image:
+    refused, naming how many values are not finite."""
+    bad = sum(int(np.size(w) - np.count_nonzero(np.isfinite(w))) for w in model.get_weights())
+    if bad:
+        raise ModelLoadError(
+            f"{path}: {bad:,} of its weights are NaN or infinite (a diverged or damaged model); refused"
+        )
 
 
 def check_segmenter(model, path: str) -> None:
@@ -164,7 +204,13 @@ class Forward:
         )
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self._fn(tf.constant(images, tf.float32)).numpy()[..., 0]
+        out = self._fn(tf.constant(images, tf.float32)).numpy()[..., 0]
+        if not np.isfinite(out).all():  # finite weights can still overflow (e.g. BatchNorm stats)
+            raise ModelLoadError(
+                f"{self.model.name}: its output holds NaN or infinite values for these images; no "
+                "mask can be made from them"
+            )
+        return out
 
 
 def predict_probabilities(forward: Forward, images: np.ndarray, tta: bool = False) -> np.ndarray:

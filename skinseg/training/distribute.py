@@ -49,6 +49,19 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise StrategyError(f"unknown strategy {name!r}; valid: auto, default, mirrored, multiworker")
 
 
+def collective_timeout() -> float:
+    """SKINSEG_COLLECTIVE_TIMEOUT (seconds, default 600): a worker that never comes back must not
+    hang the others forever."""
+    raw = os.environ.get("SKINSEG_COLLECTIVE_TIMEOUT", "600")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value != float("inf")):
+        raise StrategyError(f"SKINSEG_COLLECTIVE_TIMEOUT={raw!r}: not a positive number of seconds")
+    return value
+
+
 def _multi_worker() -> tf.distribute.Strategy:
     raw = os.environ.get("TF_CONFIG")
     if not raw:
@@ -66,10 +79,15 @@ def _multi_worker() -> tf.distribute.Strategy:
             f"TF_CONFIG is not a cluster description ({type(err).__name__}: {err}); expected "
             '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": N}}'
         ) from None
-    if not workers:
-        raise StrategyError("TF_CONFIG names no worker")
-    # A worker that never comes back must not hang the others forever.
-    timeout = float(os.environ.get("SKINSEG_COLLECTIVE_TIMEOUT", "600"))
+    if not isinstance(workers, list) or not workers:
+        raise StrategyError("TF_CONFIG names no worker (cluster.worker must be a list of host:port)")
+    index = int(task["index"])
+    if task["type"] not in ("worker", "chief") or not 0 <= index < len(workers):
+        raise StrategyError(
+            f"TF_CONFIG: task {task['type']} {index} is not one of the cluster's {len(workers)} worker(s) "
+            f"(index 0 ... {len(workers) - 1})"
+        )
+    timeout = collective_timeout()
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
     try:
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)

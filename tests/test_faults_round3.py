@@ -1,0 +1,191 @@
+"""Faults, round three (docs/FAULTS.md): models that cannot be right, one writer per output,
+results up to date by content, spacing that must be whole, and the environment checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+from skinseg.cli import predict
+from skinseg.core.errors import DataError, ModelLoadError
+from skinseg.core.locking import FolderLock
+from skinseg.core.run_folder import RunFolder
+from skinseg.evaluation.spacing import parse_spacing
+from skinseg.inference.network import check_archive, load_segmenter
+from skinseg.models.registry import build_model
+
+
+def _tiny(path: str) -> str:
+    build_model("baseline", 32, width=2, depth=1).save(path)
+    return path
+
+
+def test_a_model_with_non_finite_weights_is_refused(tmp_path):
+    network = build_model("baseline", 32, width=2, depth=1)
+    weights = network.get_weights()
+    weights[0][0, 0, 0, 0] = np.nan
+    network.set_weights(weights)
+    path = str(tmp_path / "nan.keras")
+    network.save(path)
+    with pytest.raises(ModelLoadError, match=r"1 of its weights are NaN or infinite") as err:
+        load_segmenter(path)
+    assert path in str(err.value)
+
+
+def test_a_named_pipe_as_the_model_is_refused_at_once(tmp_path, capsys):
+    pipe = str(tmp_path / "model.keras")
+    os.mkfifo(pipe)
+    images = tmp_path / "in"
+    images.mkdir()
+    keras.utils.save_img(str(images / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    assert predict.main(["--model", pipe, str(images), "--out", str(tmp_path / "out")]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+
+
+def test_an_archive_member_that_would_inflate_to_gigabytes_is_refused_before_inflating(tmp_path):
+    path = str(tmp_path / "bomb.keras")
+    real = _tiny(str(tmp_path / "real.keras"))
+    with zipfile.ZipFile(real) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for info in source.infolist():
+            if info.filename != "config.json":
+                bomb.writestr(info, source.read(info))
+        bomb.writestr("config.json", b" " * (80 * 2**20))  # 80 MiB of blanks: a few kB compressed
+    assert os.path.getsize(path) < 2 * os.path.getsize(real)
+    with pytest.raises(ModelLoadError, match=r"member config.json would inflate .* \(a zip bomb\?\)"):
+        check_archive(path)
+    check_archive(real)  # a model Keras wrote passes
+
+
+def test_spacing_must_be_whole_finite_and_positive(tmp_path):
+    for bad in ("nan", "0", "-1", "inf", "1,nan"):
+        with pytest.raises(DataError, match="positive, finite"):
+            parse_spacing(bad)
+    table = tmp_path / "spacing.csv"
+    table.write_text("id,spacing\na,0.5\nb,0.25\n")
+    spacing_of = parse_spacing(str(table))
+    assert spacing_of("a") == (0.5, 0.5)
+    with pytest.raises(DataError, match=r"no spacing for c \(and no default row with id \*\)"):
+        spacing_of("c")
+    table.write_text("id,spacing\na,0.5\n*,0.1\n")
+    assert parse_spacing(str(table))("c") == (0.1, 0.1)
+    table.write_text("id,spacing\na,nan\n")
+    with pytest.raises(DataError, match="line 2: spacing of a must be positive and finite"):
+        parse_spacing(str(table))
+    table.write_text("id,spacing\na,1\na,2\n")
+    with pytest.raises(DataError, match="a is listed twice"):
+        parse_spacing(str(table))
+
+
+def test_a_second_writer_of_an_output_folder_is_refused(tmp_path, capsys):
+    images = tmp_path / "in"
+    images.mkdir()
+    keras.utils.save_img(str(images / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    model = _tiny(str(tmp_path / "m.keras"))
+    out = str(tmp_path / "out")
+    with FolderLock(out, "masks", RuntimeError):  # another predict.py writing there
+        assert predict.main(["--model", model, str(images), "--out", out]) == 2
+        assert "in use by another process writing masks (predict.py)" in capsys.readouterr().err
+        with pytest.raises(RuntimeError, match="one writer at a time"):
+            FolderLock(out, "masks", RuntimeError).__enter__()
+    assert predict.main(["--model", model, str(images), "--out", out]) == 0  # released
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "timeout", "message"),
+    [
+        (
+            {"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 3}},
+            None,
+            "index 0 ... 0",
+        ),
+        ({"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}, None, "names no worker"),
+        (
+            {"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}},
+            "abc",
+            "not a positive",
+        ),
+        (
+            {"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}},
+            "-5",
+            "not a positive",
+        ),
+    ],
+)
+def test_the_multi_worker_environment_is_checked_before_training(monkeypatch, tf_config, timeout, message):
+    from skinseg.training.distribute import StrategyError, _multi_worker
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    if timeout is not None:
+        monkeypatch.setenv("SKINSEG_COLLECTIVE_TIMEOUT", timeout)
+    with pytest.raises(StrategyError, match=message):
+        _multi_worker()
+
+
+@pytest.mark.integration
+def test_results_are_up_to_date_by_content_and_a_training_run_is_not_scored(tmp_path):
+    from skinseg.evaluation.score_run import EvaluationError, evaluate_run, evaluation_is_current
+    from skinseg.training.config import RunConfig
+    from skinseg.training.run import run_training
+    from tests.conftest import TINY_RUN, make_simple
+
+    data = make_simple(tmp_path / "data", n_train=10, n_test=3)
+    runs = [str(tmp_path / name) for name in ("a", "b")]
+    for seed, out in enumerate(runs):
+        run_training(RunConfig(data=data, out=out, seed=seed, **TINY_RUN), verbose=0)
+    a = RunFolder(runs[0])
+    evaluate_run(a, figures=False)
+    settings = a.read_summary()["settings"]
+    assert evaluation_is_current(a, settings)
+    # another network restored with an older time (cp -p, rsync -a, tar) is not the one scored
+    stamp = os.stat(a.best_network).st_mtime - 3600
+    shutil.copyfile(RunFolder(runs[1]).best_network, a.best_network)
+    os.utime(a.best_network, (stamp, stamp))
+    assert not evaluation_is_current(a, settings)
+    evaluate_run(a, figures=False)
+    assert evaluation_is_current(a, settings)
+    # a per-image table that is not the one the summary was written with (a kill between the two)
+    with open(a.per_image_path, "a", encoding="utf-8") as handle:
+        handle.write("\n")
+    assert not evaluation_is_current(a, settings)
+    # a run that train.py holds is not scored, nor written into
+    held = RunFolder(runs[1])
+    held.lock()
+    try:
+        with pytest.raises(EvaluationError, match="it is training: evaluate it when it is done"):
+            evaluate_run(runs[1], figures=False)
+        assert not os.path.exists(held.summary_path)
+    finally:
+        held.unlock()
+
+
+@pytest.mark.integration
+def test_an_export_that_fails_midway_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from skinseg.core.run_folder import file_digest
+    from skinseg.inference.export import export
+    from skinseg.inference.segmenter import Segmenter
+
+    out = str(tmp_path / "exported")
+    export(Segmenter(build_model("baseline", 32, width=2, depth=1)), out)
+    before = {name: file_digest(os.path.join(out, name)) for name in ("model.tflite", "postprocess.json")}
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model", broken)
+    with pytest.raises(OSError):
+        export(Segmenter(build_model("baseline", 32, width=4, depth=1)), out, overwrite=True)
+    assert {name: file_digest(os.path.join(out, name)) for name in before} == before
+    assert sorted(os.listdir(out)) == [
+        "model.tflite",
+        "postprocess.json",
+        "preprocessing.json",
+        "saved_model",
+    ]
