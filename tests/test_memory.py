@@ -45,6 +45,6 @@ def test_peak_rss_is_bounded_by_the_batch_not_the_folder(tmp_path):
     small = _peak(model, str(few), str(tmp_path / "out_few"))
     large = _peak(model, str(many), str(tmp_path / "out_many"))
     assert small["code"] == large["code"] == 0
-    assert len(os.listdir(tmp_path / "out_many")) == 14  # 12 masks + overlays/ + .skinseg-predict.json
+    assert len(os.listdir(tmp_path / "out_many")) == 15  # 12 masks, overlays/, the record, predictions.csv
     # 10 more 6-megapixel images held at once would add > 600 MB (RGB + probabilities + mask)
     assert large["peak_mb"] - small["peak_mb"] < 150, (small, large)

@@ -288,5 +288,7 @@ def test_max_pixels_decides_what_is_too_large(model_path, images, tmp_path, caps
 
 
 def _listed(folder) -> list[str]:
-    """What predict.py wrote, less its record of the options (.skinseg-predict.json)."""
-    return sorted(name for name in os.listdir(folder) if name != ".skinseg-predict.json")
+    """What predict.py wrote, less its record of the options and its per-image table."""
+    return sorted(
+        name for name in os.listdir(folder) if name not in (".skinseg-predict.json", "predictions.csv")
+    )

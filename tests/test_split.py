@@ -191,3 +191,28 @@ def test_a_damaged_split_json_names_the_file_and_the_key(tmp_path, content, mess
     with pytest.raises(DataError, match=message) as err:
         read_split(str(path))
     assert str(path) in str(err.value)
+
+
+def test_excluded_ids_are_in_no_split(tmp_path):
+    from skinseg.data_pipeline.split import assemble_splits, read_id_list
+    from tests.conftest import make_simple
+
+    root = make_simple(tmp_path / "a", n_train=8, n_test=3)
+    listed = tmp_path / "holdout.txt"
+    listed.write_text("# a hold-out\nid\nISIC_0000001\n\nISIC_0000009,extra column\n")
+    ids = read_id_list(str(listed))
+    assert ids == {"ISIC_0000001", "ISIC_0000009"}
+    splits = assemble_splits(
+        [(root, None)],
+        image_size=32,
+        val_fraction=0.25,
+        val_from="auto",
+        seed=0,
+        skip_bad=False,
+        exclude=frozenset(ids),
+    )
+    kept = {p.id for pairs in splits.as_dict().values() for p in pairs}
+    assert not kept & ids and len(kept) == 11 - 2
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(DataError, match="no image IDs in it"):
+        read_id_list(str(tmp_path / "empty.txt"))

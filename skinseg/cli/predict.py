@@ -225,6 +225,13 @@ def _predict(args, work) -> int:
         notes.append(f"{len(result.overlay_problems)} kept mask(s) left without an overlay (listed above)")
     if result.skipped_masks:
         notes.append(f"{result.skipped_masks} ground-truth mask file(s) (*_segmentation) not segmented")
+    if result.qualities:
+        from skinseg.inference.quality import FLAG_BELOW
+
+        notes.append(
+            f"{result.flagged} of {len(result.qualities)} mask(s) flagged for review (confidence < "
+            f"{FLAG_BELOW:g}; {os.path.join(args.out, predict_folder.PREDICTIONS_CSV)})"
+        )
     if result.other_files:
         suffixes = sorted({os.path.splitext(p)[1].lower() or "(no suffix)" for p in result.other_files})
         notes.append(

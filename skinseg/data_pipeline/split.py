@@ -4,6 +4,7 @@ split.json, the record of them."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -152,9 +153,27 @@ class Splits:
         }
 
 
-def _checked_source(root, masks, size, val_from):
+def read_id_list(path: str) -> set[str]:
+    """Image IDs of a file: one per line (a CSV's first column), blank lines and # comments
+    skipped, a header `id` too."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read the list of IDs ({err})") from None
+    ids = {line.split(",")[0].strip() for line in lines if line.strip() and not line.lstrip().startswith("#")}
+    ids.discard("id")
+    if not ids:
+        raise DataError(f"{path}: no image IDs in it")
+    return ids
+
+
+def _checked_source(root, masks, size, val_from, exclude=frozenset()):
     """One source's pairs, decode-checked: (discovery, {split: usable infos}, unusable problems)."""
     found = discover_pairs(root, masks)
+    if exclude:  # left out before they are even decoded
+        kept = {name: [p for p in pairs if p.id not in exclude] for name, pairs in found.splits.items()}
+        found = dataclasses.replace(found, splits=kept)
     train_name = "train" if "train" in found.splits else "all" if "all" in found.splits else None
     if train_name is None:
         raise DataError(
@@ -203,6 +222,7 @@ def assemble_splits(
     folds: int = 0,
     fold: int | None = None,
     allow_empty_masks: bool = False,
+    exclude: frozenset = frozenset(),
 ) -> Splits:
     """Discover every source's pairs, decode-check them, look for leakage between the splits (of
     all sources together) and settle the three splits: the validation split per source (its
@@ -214,7 +234,7 @@ def assemble_splits(
     the test split (scored out of fold), validation is carved from the other folds, and the sources'
     own test splits are left out of the run (score them with evaluate.py --model ... --data)."""
     size = (image_size, image_size)
-    per_source = [_checked_source(root, masks, size, val_from) for root, masks in sources]
+    per_source = [_checked_source(root, masks, size, val_from, exclude) for root, masks in sources]
     _refuse_repeated_sources(per_source)
     unusable = [p for _, _, problems in per_source for p in problems]
     if unusable and not skip_bad:  # every split and every set at once: one round of fixing

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import re
@@ -13,11 +15,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from skinseg.core.atomic import write_text
 from skinseg.core.errors import DataError
 from skinseg.core.faults import fault_point
 from skinseg.data_pipeline.image_io import IMAGE_SUFFIXES, read_mask, write_image
 from skinseg.inference.description import PredictError
+from skinseg.inference.overlay import mark_for_review
 from skinseg.inference.overlay import overlay as draw_overlay
+from skinseg.inference.quality import MaskQuality, assess
 
 if TYPE_CHECKING:  # TensorFlow loads only once a plan stands (predict.py checks its inputs first)
     from skinseg.inference.segmenter import Segmenter
@@ -52,9 +57,14 @@ class PredictResult:
     overlays_drawn: int = 0  # overlays drawn for masks that were kept
     overlay_problems: list[tuple[str, str]] = field(default_factory=list)  # kept masks left without one
     stale_overlays: int = 0  # overlays of an earlier run whose masks were written anew without --overlay
+    qualities: list = field(default_factory=list)  # (image, mask written, quality.MaskQuality)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (input, why it was not segmented)
     seconds: float = 0.0
     first_batch_seconds: float = 0.0  # tracing and the first batch (loading and folding come before)
+
+    @property
+    def flagged(self) -> int:
+        return sum(quality.flagged for _, _, quality in self.qualities)
 
     @property
     def images_per_s(self) -> float:
@@ -187,8 +197,13 @@ def plan(
     return Plan(out, todo, redraw, result, overlay, strict)
 
 
-def _write_overlay(path: str, image: np.ndarray, mask: np.ndarray) -> None:
-    write_image(path, draw_overlay(image, np.zeros_like(mask), mask), quality=90)
+def _write_overlay(
+    path: str, image: np.ndarray, mask: np.ndarray, quality: MaskQuality | None = None
+) -> None:
+    drawn = draw_overlay(image, np.zeros_like(mask), mask)
+    if quality is not None and quality.flagged:
+        drawn = mark_for_review(drawn, quality.confidence)
+    write_image(path, drawn, quality=90)
 
 
 def _redraw_overlays(segmenter: Segmenter, work: Plan) -> None:
@@ -237,14 +252,28 @@ def write_masks(segmenter: Segmenter, work: Plan, *, batch_size: int = 8) -> Pre
         return decoded, decoded.array if item[2] is not None else None
 
     def finish(item, prediction, image) -> None:
-        """Mask (and overlay) of one image, at its original size."""
-        _, target, drawn = item
+        """Mask (and overlay) of one image, at its original size, and its quality row."""
+        source, target, drawn = item
         mask = prediction.mask
+        quality = assess(prediction, mask)
         write_image(target, mask.astype(np.uint8) * 255)
         if drawn:
-            _write_overlay(drawn, image, mask)
+            _write_overlay(drawn, image, mask, quality)
+        result.qualities.append((source, target, quality))
 
-    start = last_report = time.perf_counter()
+    start = time.perf_counter()
+    try:
+        _segment_all(segmenter, work, result, load, finish, batch_size, start)
+    finally:  # an interrupted run still lists the masks it wrote
+        if result.qualities:
+            write_predictions_csv(work.out, result.qualities)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _segment_all(segmenter, work, result, load, finish, batch_size: int, start: float) -> None:
+    """The stream of predictions, each finished (mask, overlay, quality) by a writer thread."""
+    last_report = start
     # Resizing back, clean-up and PNG encoding run in a thread beside the model (they release the
     # GIL), a bounded number of images behind it; a failed write is raised here, in order.
     with ThreadPoolExecutor(1) as writer:
@@ -270,8 +299,32 @@ def write_masks(segmenter: Segmenter, work: Plan, *, batch_size: int = 8) -> Pre
                 last_report = time.perf_counter()
                 log.info("%d of %d image(s) segmented", result.written, len(work.todo))
         collect(0)
-    result.seconds = time.perf_counter() - start
-    return result
+
+
+PREDICTIONS_CSV = "predictions.csv"
+
+
+def write_predictions_csv(out: str, qualities) -> str:
+    """OUT/predictions.csv: a row per mask (image, mask, area fraction, touches the border,
+    components, confidence, flagged), the rows of masks written now replacing their earlier ones."""
+    path = os.path.join(out, PREDICTIONS_CSV)
+    rows = {}
+    if os.path.exists(path):
+        try:
+            with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+                rows = {row["mask"]: row for row in csv.DictReader(handle) if "mask" in row}
+        except (OSError, csv.Error):
+            rows = {}  # rewritten whole below
+    for source, target, quality in qualities:
+        rows[os.path.basename(target)] = {"image": source, "mask": os.path.basename(target), **quality.row()}
+    buffer = io.StringIO()
+    fields = ["image", "mask", "area_fraction", "touches_border", "components", "confidence", "flagged"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for name in sorted(rows):
+        writer.writerow(rows[name])
+    write_text(path, buffer.getvalue())
+    return path
 
 
 def predict_folder(

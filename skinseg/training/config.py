@@ -106,6 +106,13 @@ class RunConfig:
         "train even when every mask of a split is empty (no lesion pixel): usually masks whose lesion "
         "was not read as such",
     )
+    exclude: str = option(
+        "",
+        "data",
+        "a file of image IDs (one per line, # comments) left out of every split of every data set, "
+        "e.g. a hold-out no model may see (recorded in split.json)",
+        metavar="FILE",
+    )
     folds: int = option(
         0,
         "data",

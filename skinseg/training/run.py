@@ -25,7 +25,7 @@ from skinseg.core.atomic import write_json
 from skinseg.core.errors import RunFolderError, SkinsegError
 from skinseg.core.run_folder import RunFolder, file_digest
 from skinseg.data_pipeline.augment import POLICIES, build_augmenter, reference_augmenter
-from skinseg.data_pipeline.split import assemble_splits, read_split, write_split
+from skinseg.data_pipeline.split import assemble_splits, read_id_list, read_split, write_split
 from skinseg.data_pipeline.synthetic import default_data
 from skinseg.data_pipeline.tfdata import make_dataset, resolve_cache, steps_per_epoch
 from skinseg.inference.portable import portable_model
@@ -176,6 +176,7 @@ def start_run(config: RunConfig, *, overwrite: bool = False):
             f"folds={config.folds} trains {config.folds} runs: give fold=I for one of them (train.py --folds K "
             "trains them all)"
         )
+    exclude = frozenset(read_id_list(config.exclude)) if config.exclude else frozenset()
     splits = assemble_splits(
         data_sources(config),
         image_size=config.image_size,
@@ -187,6 +188,7 @@ def start_run(config: RunConfig, *, overwrite: bool = False):
         folds=config.folds,
         fold=config.fold,
         allow_empty_masks=config.allow_empty_masks,
+        exclude=exclude,
     )
     config = settle_capacity(config)
     if config.init_from:
@@ -213,7 +215,14 @@ def start_run(config: RunConfig, *, overwrite: bool = False):
             run.clear()
         config = config.replace(out=run.path, created_with=_environment())
         write_records(run, config)
-        write_split(run.split_path, splits.as_dict(), **splits.meta(config.seed, config.val_fraction))
+        held_out = (
+            {"exclude_file": os.path.abspath(config.exclude), "excluded_ids": sorted(exclude)}
+            if exclude
+            else {}
+        )
+        write_split(
+            run.split_path, splits.as_dict(), **splits.meta(config.seed, config.val_fraction), **held_out
+        )
         if splits.cv:
             log.info(
                 "fold %d of %d (stratified by lesion size): %d train, %d validation, %d out-of-fold test",
