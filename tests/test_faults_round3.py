@@ -189,3 +189,57 @@ def test_an_export_that_fails_midway_leaves_the_previous_one_whole(tmp_path, mon
         "preprocessing.json",
         "saved_model",
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("resume/state.json", [1, 2], "not a resume state written by train.py"),
+        (
+            "resume/state.json",
+            {"completed_epochs": "2", "weights": "w.h5", "best": 0.5, "best_epoch": 1},
+            "completed_epochs = '2' is not of the type",
+        ),
+        ("resume/state.json", {"completed_epochs": 2, "best": 0.5, "best_epoch": 1}, "weights is missing"),
+        (
+            "resume/state.json",
+            {"completed_epochs": 2, "weights": "w.h5", "best": 0.5, "best_epoch": 1, "extra": 1},
+            r"unknown key\(s\) extra",
+        ),
+        (
+            "resume/state.json",
+            {"completed_epochs": 2, "weights": "../w.h5", "best": 0.5, "best_epoch": 1},
+            "not a value train.py writes",
+        ),
+        (
+            "best.json",
+            {"epoch": True, "monitor": "val_dice", "value": 0.5},
+            "epoch = True is not of the type",
+        ),
+        ("best.json", {"epoch": 3, "monitor": "val_dice"}, "value is missing"),
+    ],
+)
+def test_damaged_run_records_name_the_file_and_the_key(tmp_path, name, content, message):
+    from skinseg.core.errors import RunFolderError
+
+    run = RunFolder(str(tmp_path / "run"))
+    os.makedirs(os.path.dirname(run.file(name)), exist_ok=True)
+    with open(run.file(name), "w", encoding="utf-8") as handle:
+        json.dump(content, handle)
+    read = run.read_resume_state if name.startswith("resume") else run.read_best
+    with pytest.raises(RunFolderError, match=message) as err:
+        read()
+    assert run.file(name) in str(err.value)
+
+
+def test_records_of_earlier_versions_load_with_their_defaults(tmp_path):
+    run = RunFolder(str(tmp_path / "run"))
+    os.makedirs(run.resume_dir)
+    with open(run.state_path, "w", encoding="utf-8") as handle:  # version 0.1: no digests, no RNG state
+        json.dump(
+            {"completed_epochs": 2, "weights": "epoch0002.weights.h5", "best": 0.7, "best_epoch": 2}, handle
+        )
+    with open(run.best_record_path, "w", encoding="utf-8") as handle:
+        json.dump({"epoch": 2, "monitor": "val_dice", "value": 0.7}, handle)
+    assert run.read_resume_state()["completed_epochs"] == 2
+    assert run.read_best()["epoch"] == 2

@@ -268,6 +268,10 @@ def test_default_run_names_include_the_data_set():
     assert default_run_name(RunConfig()) == "baseline-synthetic"
     assert default_run_name(RunConfig(data="/data/ISIC2018")) == "baseline-ISIC2018"
     assert default_run_name(RunConfig(data=("/x/clinic/images", "/x/clinic/masks"))) == "baseline-clinic"
+    assert (
+        default_run_name(RunConfig(data=("/x/extra/training/image", "/x/extra/training/label")))
+        == "baseline-extra"
+    )
     assert default_run_name(RunConfig(folds=5, fold=2)) == "baseline-synthetic-cv5-f2"
     # --fold I trains into the folder the whole --folds K run gives fold I
     whole = train.repeats(RunConfig(folds=3, out="x"), 1)

@@ -492,6 +492,22 @@ def config_from_args(args: argparse.Namespace, given: set[str] | None = None) ->
     return RunConfig(**values)
 
 
+# Folder names that say what a folder holds, not which data set it is.
+_GENERIC = {
+    "image",
+    "images",
+    "img",
+    "imgs",
+    "training",
+    "train",
+    "testing",
+    "test",
+    "validation",
+    "val",
+    "all",
+}
+
+
 def data_label(config: RunConfig) -> str:
     """The data set(s) a run trains on, as its name shows them: each --data folder's name, or
     `synthetic` (the built-in set)."""
@@ -501,9 +517,10 @@ def data_label(config: RunConfig) -> str:
     for source in config.data:
         folder = os.path.basename(os.path.normpath(source[0])) or "data"
         if len(source) == 2:  # an images folder and a masks folder: name their parent when generic
-            parent = os.path.basename(os.path.dirname(os.path.normpath(source[0])))
-            if folder.lower() in ("image", "images", "img", "imgs") and parent:
-                folder = parent
+            path = os.path.normpath(source[0])
+            while os.path.basename(path).lower() in _GENERIC and os.path.basename(os.path.dirname(path)):
+                path = os.path.dirname(path)  # .../isic2018_extra/training/image -> isic2018_extra
+            folder = os.path.basename(path)
         names.append(folder)
     return "+".join(names)
 
