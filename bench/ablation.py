@@ -22,8 +22,10 @@ only what is new.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -85,15 +87,43 @@ def _score(out: str, extra: list[str], data: list[str] | None, cache: dict) -> d
     key = json.dumps([os.path.basename(out), file_digest(run.best_network), extra, data])
     if key in cache:
         return cache[key]
-    cmd = [sys.executable, "evaluate.py", "--run", out, "--force", *extra]
-    if data:
-        cmd += ["--data", *data]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    if not data:  # the run's own test split: RUN/eval/
+        cmd = [sys.executable, "evaluate.py", "--run", out, "--force", *extra]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        summary, rows = run.read_summary(), run.read_per_image()
+    else:  # another set: an external evaluation beside the run (evaluate.py says where it wrote)
+        cmd = [sys.executable, "evaluate.py", "--model", out, "--data", *data, *extra]
+        cmd += ["--runs-dir", os.path.dirname(os.path.abspath(out))]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        folder = re.search(r"^wrote (.+?) \(", done.stdout, flags=re.M).group(1)
+        with open(os.path.join(folder, "summary.json"), encoding="utf-8") as handle:
+            summary = json.load(handle)
+        with open(os.path.join(folder, "per_image.csv"), newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
     cache[key] = {
-        "dice": run.read_summary()["metrics"]["dice"]["mean"],
-        "by_id": {row["id"]: float(row["dice"]) for row in run.read_per_image()},
+        "dice": summary["metrics"]["dice"]["mean"],
+        "by_id": {row["id"]: float(row["dice"]) for row in rows},
     }
     return cache[key]
+
+
+def held_out_set(ids_file: str, source: list[str], out: str) -> list[str]:
+    """IMAGES MASKS folders of links to the listed IDs of `source` (an images folder and a masks
+    folder), in the bench's output: the cross-source hold-out as a data set evaluate.py takes."""
+    from skinseg.data_pipeline.discovery import discover_pairs
+    from skinseg.data_pipeline.split import read_id_list
+
+    ids = read_id_list(ids_file)
+    images, masks = (os.path.join(out, "held_out", kind) for kind in ("image", "label"))
+    for folder in (images, masks):
+        os.makedirs(folder, exist_ok=True)
+    pairs = [p for p in discover_pairs(*source).splits["all"] if p.id in ids]
+    for pair in pairs:
+        for path, folder in ((pair.image, images), (pair.mask, masks)):
+            link = os.path.join(folder, os.path.basename(path))
+            if not os.path.lexists(link):
+                os.symlink(os.path.abspath(path), link)
+    return [images, masks]
 
 
 def paired_effect(dice: dict[str, float], base: dict[str, float]) -> str:
@@ -125,6 +155,12 @@ def main(argv=None) -> None:
     )
     p.add_argument("--data", default=REAL)
     p.add_argument("--cross", nargs=2, metavar=("IMAGES", "MASKS"), help="cross-source set")
+    p.add_argument(
+        "--held-out",
+        metavar="IDS",
+        help="score the cross-source set's listed IDs only (e.g. bench/cross_source_holdout.txt), and keep "
+        'them out of the "both data sets" lever\'s training (train.py --exclude)',
+    )
     p.add_argument("--out", default=os.path.join("bench", "out", "ablation"))
     args = p.parse_args(argv)
     fewer = {}
@@ -133,6 +169,9 @@ def main(argv=None) -> None:
             p.error(f"--fewer-seeds {lever} {n}: needs one of the levers and a count >= 1")
         fewer[lever] = int(n)
     cross = args.cross or [os.path.join(EXTRA, "training", "image"), os.path.join(EXTRA, "training", "label")]
+    if args.held_out:
+        cross = held_out_set(args.held_out, cross, args.out)
+        LEVERS["both data sets"] = (["--data", EXTRA, "--exclude", os.path.abspath(args.held_out)], [])
     if not os.path.isdir(args.data):
         print(f"bench.ablation: {args.data} not found; pass --data")
         print("RATIOS skipped=1")
@@ -156,7 +195,7 @@ def main(argv=None) -> None:
             )
             out = os.path.join(args.out, f"{folder}-s{seed}")
             minutes = _train(out, seed, args, train_extra) if train_extra is not None else float("nan")
-            trained_on_cross = train_extra is not None and EXTRA in train_extra
+            trained_on_cross = train_extra is not None and EXTRA in train_extra and not args.held_out
             cross_score = None if trained_on_cross else _score(out, eval_extra, cross, cache)
             test = _score(out, eval_extra, None, cache)
             with atomic_path(cache_path) as tmp, open(tmp, "w", encoding="utf-8") as handle:

@@ -23,3 +23,21 @@ def test_no_difference_gives_a_zero_interval():
 def test_no_shared_images_is_an_error(lever):
     with pytest.raises(ValueError, match="no images scored by both"):
         paired_effect(lever, {"y": 1.0})
+
+
+def test_the_held_out_set_links_exactly_the_listed_ids(tmp_path):
+    import os
+
+    from bench.ablation import held_out_set
+    from tests.conftest import write_pairs
+
+    images, masks = tmp_path / "extra" / "image", tmp_path / "extra" / "label"
+    write_pairs(images, masks, [f"ISIC_{k:07d}" for k in range(6)])
+    listed = tmp_path / "ids.txt"
+    listed.write_text("# hold-out\nISIC_0000004\nISIC_0000005\n")
+    got = held_out_set(str(listed), [str(images), str(masks)], str(tmp_path / "out"))
+    assert sorted(os.listdir(got[0])) == ["ISIC_0000004.jpg", "ISIC_0000005.jpg"]
+    assert sorted(os.listdir(got[1])) == ["ISIC_0000004_segmentation.png", "ISIC_0000005_segmentation.png"]
+    assert (
+        held_out_set(str(listed), [str(images), str(masks)], str(tmp_path / "out")) == got
+    )  # again: no error
