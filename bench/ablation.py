@@ -84,7 +84,9 @@ def _score(out: str, extra: list[str], data: list[str] | None, cache: dict) -> d
     from skinseg.core.run_folder import RunFolder, file_digest
 
     run = RunFolder(out)
-    key = json.dumps([os.path.basename(out), file_digest(run.best_network), extra, data])
+    # "v2": scores on another set written before it (evaluate.py --run --data then read the run's own
+    # eval/) are never served
+    key = json.dumps(["v2", os.path.basename(out), file_digest(run.best_network), extra, data])
     if key in cache:
         return cache[key]
     if not data:  # the run's own test split: RUN/eval/
@@ -170,6 +172,10 @@ def main(argv=None) -> None:
         fewer[lever] = int(n)
     cross = args.cross or [os.path.join(EXTRA, "training", "image"), os.path.join(EXTRA, "training", "label")]
     if args.held_out:
+        if not all(os.path.isdir(folder) for folder in cross):
+            print(f"bench.ablation: {cross[0]} not found; pass --cross")
+            print("RATIOS skipped=1")
+            return
         cross = held_out_set(args.held_out, cross, args.out)
         LEVERS["both data sets"] = (["--data", EXTRA, "--exclude", os.path.abspath(args.held_out)], [])
     if not os.path.isdir(args.data):
@@ -193,6 +199,8 @@ def main(argv=None) -> None:
             folder = (
                 "recipe" if train_extra is None else lever.split(" (")[0].replace(" ", "_").replace(",", "")
             )
+            if args.held_out and lever == "both data sets":
+                folder += "-held_out"  # never a run that trained on the hold-out (the shipped model's)
             out = os.path.join(args.out, f"{folder}-s{seed}")
             minutes = _train(out, seed, args, train_extra) if train_extra is not None else float("nan")
             trained_on_cross = train_extra is not None and EXTRA in train_extra and not args.held_out

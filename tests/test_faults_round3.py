@@ -157,7 +157,7 @@ def test_results_are_up_to_date_by_content_and_a_training_run_is_not_scored(tmp_
     held = RunFolder(runs[1])
     held.lock()
     try:
-        with pytest.raises(EvaluationError, match="it is training: evaluate it when it is done"):
+        with pytest.raises(EvaluationError, match="is in use by another process \\(train.py training it"):
             evaluate_run(runs[1], figures=False)
         assert not os.path.exists(held.summary_path)
     finally:
@@ -243,3 +243,29 @@ def test_records_of_earlier_versions_load_with_their_defaults(tmp_path):
         json.dump({"epoch": 2, "monitor": "val_dice", "value": 0.7}, handle)
     assert run.read_resume_state()["completed_epochs"] == 2
     assert run.read_best()["epoch"] == 2
+
+
+def test_a_file_system_that_cannot_lock_folders_warns_and_goes_on(tmp_path, monkeypatch, caplog):
+    import errno
+
+    from skinseg.core import locking
+
+    def nfs(fd, operation):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(locking.fcntl, "flock", nfs)
+    monkeypatch.setattr(locking, "_warned", False)
+    with FolderLock(str(tmp_path / "out"), "masks", RuntimeError):
+        pass
+    assert "cannot lock folders" in caplog.text
+
+
+@pytest.mark.integration
+def test_masks_and_an_export_into_one_folder_share_its_lock(tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    keras.utils.save_img(str(images / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    model = _tiny(str(tmp_path / "m.keras"))
+    out = str(tmp_path / "both")
+    assert predict.main(["--model", model, str(images), "--out", out, "--export", out]) == 0
+    assert {"a.png", "saved_model", "model.tflite"} <= set(os.listdir(out))

@@ -204,7 +204,10 @@ def _predict(args, work) -> int:
     if args.export:
         if args.tta:
             log.warning("--tta is not part of an export: its graphs run the network once per image")
-        paths = export(segmenter, args.export, overwrite=args.overwrite)
+        same = bool(args.out) and os.path.realpath(args.export) == os.path.realpath(args.out)
+        paths = export(
+            segmenter, args.export, overwrite=args.overwrite, locked=same
+        )  # --out's lock covers it
         print(f"exported {paths['saved_model']} and {paths['tflite']}")
     if work is None:
         return 0

@@ -77,7 +77,16 @@ class FolderLock:
                     f"{self.path} is in use by another process writing {self.what}: one writer at a time. "
                     "Wait for it to finish, or choose another folder"
                 ) from None
-            raise
+            # NFS (EBADF), SMB and some others cannot lock a directory: go on without, said once
+            global _warned
+            if not _warned:
+                _warned = True
+                log.warning(
+                    "%s: this file system cannot lock folders (%s); one writer is not enforced",
+                    self.path,
+                    err,
+                )
+            return self
         self._fd = fd
         return self
 

@@ -157,7 +157,7 @@ def read_id_list(path: str) -> set[str]:
     """Image IDs of a file: one per line (a CSV's first column), blank lines and # comments
     skipped, a header `id` too."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # a BOM (Excel) is not part of the first ID
             lines = handle.read().splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read the list of IDs ({err})") from None
@@ -235,6 +235,13 @@ def assemble_splits(
     own test splits are left out of the run (score them with evaluate.py --model ... --data)."""
     size = (image_size, image_size)
     per_source = [_checked_source(root, masks, size, val_from, exclude) for root, masks in sources]
+    if exclude:  # a list that matches nothing is a wrong list, not a hold-out
+        found = {
+            p.id for src in sources for pairs in discover_pairs(*src).splits.values() for p in pairs
+        } & exclude
+        logging.getLogger("skinseg").info(
+            "--exclude: %d of the %d listed IDs found and left out", len(found), len(exclude)
+        )
     _refuse_repeated_sources(per_source)
     unusable = [p for _, _, problems in per_source for p in problems]
     if unusable and not skip_bad:  # every split and every set at once: one round of fixing

@@ -13,9 +13,17 @@ from skinseg.core.atomic import write_text
 from skinseg.core.errors import SkinsegError
 from skinseg.core.locking import FolderLock
 from skinseg.core.run_folder import RunFolder, file_digest
+from skinseg.data_pipeline.discovery import discover_pairs
 from skinseg.evaluation.external import EXTERNAL, EvalFolder, evaluate_models, external_folders
 from skinseg.evaluation.figures import dice_boxplot
-from skinseg.evaluation.score_run import EvalSettings, EvaluationError, evaluate_run, evaluation_is_current
+from skinseg.evaluation.score_run import (
+    EvalSettings,
+    EvaluationError,
+    evaluate_run,
+    evaluation_is_current,
+    test_set_record,
+)
+from skinseg.evaluation.spacing import spacing_digest
 from skinseg.evaluation.table import (
     csv_text,
     cv_groups,
@@ -84,18 +92,41 @@ def _config(run: RunFolder) -> RunConfig | None:
         return None
 
 
-def _external_is_current(folder: EvalFolder, settings: dict, digests: list[str], save_probs: bool) -> bool:
-    """An external evaluation of exactly these networks (by digest) with these settings."""
+def _external_is_current(
+    folder: EvalFolder, settings: dict, digests: list[str], save_probs: bool, test_digest: str | None
+) -> bool:
+    """An external evaluation of exactly these networks (by digest) with these settings, on the same
+    test pairs (by content), the same spacing (by content), whose summary names its per-image
+    table: anything else is scored again."""
     try:
         summary = folder.read_summary()
+        if not os.path.exists(folder.per_image_path):
+            return False
+        table = file_digest(folder.per_image_path)
     except (SkinsegError, OSError, ValueError):
         return False
     recorded = [m.get("sha256") for m in summary.get("models", []) if isinstance(m, dict)]
     if save_probs and not os.path.isdir(folder.probabilities_dir):
         return False
     return (
-        summary.get("settings") == settings and recorded == digests and os.path.exists(folder.per_image_path)
+        summary.get("settings") == settings
+        and recorded == digests
+        and summary.get("per_image_sha256") == table
+        and summary.get("spacing_digest") == spacing_digest(settings.get("spacing"))
+        and (test_digest is None or summary.get("test_set", {}).get("digest") == test_digest)
     )
+
+
+def _test_digest(data: tuple[str, ...] | None) -> str | None:
+    """The content digest of a data set's test pairs as discovered (no decoding), or None."""
+    if not data:
+        return None
+    try:
+        found = discover_pairs(data[0], data[1] if len(data) > 1 else None)
+        name = "test" if "test" in found.splits else "all"
+        return test_set_record(found.splits.get(name, []), "")["digest"]
+    except (SkinsegError, OSError):
+        return None
 
 
 def _stale(summary: dict) -> str | None:
@@ -157,6 +188,7 @@ def _evaluate_all(
     if not runs and not external_folders(runs_dir):
         raise EvaluationError(f"{runs_dir}: no run folders (folders with a config.json) to evaluate")
     own = dataclasses.replace(settings, data=None)
+    test_digest = _test_digest(settings.data)
     results, left_out = [], []
     for run in runs:
         if not os.path.exists(run.best_network):
@@ -167,7 +199,7 @@ def _evaluate_all(
             current = not force and evaluation_is_current(
                 run, own.to_json(), figures=True, save_probs=save_probs
             )
-        except (SkinsegError, ValueError, KeyError, TypeError, AttributeError):
+        except (SkinsegError, OSError, ValueError, KeyError, TypeError, AttributeError):
             current = False
         try:
             if current:
@@ -192,7 +224,7 @@ def _evaluate_all(
             try:
                 digest = file_digest(run.best_network)
                 done = not force and any(
-                    _external_is_current(f, settings.to_json(), [digest], save_probs)
+                    _external_is_current(f, settings.to_json(), [digest], save_probs, test_digest)
                     for f in external_folders(runs_dir)
                 )
                 if not done:

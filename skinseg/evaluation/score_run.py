@@ -306,9 +306,17 @@ def evaluation_is_current(
         return False
     try:
         pairs, _ = load_test_pairs(run)
-    except (SkinsegError, OSError):
-        return False
-    if test_set_record(pairs, summary["test_set"]["name"])["digest"] != summary["test_set"]["digest"]:
+        digest = test_set_record(pairs, summary["test_set"]["name"])["digest"]
+    except (SkinsegError, OSError) as err:
+        # the test data cannot be read now (moved, unmounted): the recorded scores stand, as they
+        # did before results were checked by content, and scoring again would fail anyway
+        log.warning(
+            "%s: its test pairs cannot be read to check them (%s); its recorded scores are kept",
+            run.path,
+            err,
+        )
+        digest = summary["test_set"]["digest"]
+    if digest != summary["test_set"]["digest"]:
         return False
     if settings.get("threshold") is None:  # scored with the run's choice: is it still the one?
         chosen, used = read_chosen(run), summary.get("postprocess")
@@ -338,8 +346,11 @@ def evaluate_run(
     RunConfig.load(run.config_path)  # another program's config.json: refused before a lock file is made
     try:
         run.lock()
-    except RunLockedError as err:
-        raise EvaluationError(f"{err} (it is training: evaluate it when it is done)") from None
+    except RunLockedError:
+        raise EvaluationError(
+            f"{run.path} is in use by another process (train.py training it, or another evaluation): "
+            "evaluate it when that is done"
+        ) from None
     try:
         return _evaluate_run(run, settings, batch_size, figures, save_probs, allow_empty_masks)
     finally:

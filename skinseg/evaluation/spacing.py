@@ -32,7 +32,7 @@ def _from_csv(path: str):
     not list. An image with neither is an error when it is scored (never pixels mixed with
     millimetres in one mean)."""
     table = {}
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # Excel writes a BOM
         for line, row in enumerate(csv.DictReader(handle), start=2):
             try:
                 if "spacing" in row:

@@ -23,11 +23,14 @@ from skinseg.inference.portable import has_colour_constancy
 from skinseg.inference.segmenter import PredictError, Segmenter
 
 
-def export(segmenter: Segmenter, out: str, overwrite: bool = False) -> dict:
+def export(segmenter: Segmenter, out: str, overwrite: bool = False, *, locked: bool = False) -> dict:
     """Writes OUT/saved_model, OUT/model.tflite, OUT/preprocessing.json, OUT/postprocess.json,
-    one writer at a time (the folder is locked)."""
+    one writer at a time (the folder is locked; `locked`: the caller holds OUT's lock already)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise PredictError(f"{out}: --export is a file; it must be a folder")
+    if locked:
+        os.makedirs(out, exist_ok=True)
+        return _export(segmenter, out, overwrite)
     with FolderLock(out, "an export", PredictError):
         return _export(segmenter, out, overwrite)
 

@@ -94,8 +94,6 @@ def load_initial_weights(network, init_source: dict) -> None:
     """Copy the source's weights into `network`, layer by layer in order; refuse (naming the first
     layer that differs) when the architectures do not match, and when the file changed since the
     run recorded it."""
-    import keras
-
     path = init_source["path"]
     if not os.path.isfile(path):
         raise ConfigError(f"--init-from: {path} is gone (config.json records it as the starting weights)")
@@ -104,11 +102,13 @@ def load_initial_weights(network, init_source: dict) -> None:
             f"--init-from: {path} changed since the run recorded it (SHA-256 differs); restore it, or "
             "start a new run"
         )
-    try:
-        source = keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as err:  # noqa: BLE001 - Keras raises many kinds for a file that is not a model
-        raise ConfigError(f"--init-from: {path} cannot be loaded as a Keras model ({err})") from None
-    source = bare_network(source)
+    from skinseg.core.errors import ModelLoadError
+    from skinseg.inference.network import load_segmenter
+
+    try:  # the checks every model gets: a regular file, bounded archive, finite weights, a segmenter
+        source = bare_network(load_segmenter(path))
+    except ModelLoadError as err:
+        raise ConfigError(f"--init-from: {err}") from None
     theirs = [layer for layer in source.layers if layer.weights]
     ours = [layer for layer in network.layers if layer.weights]
     for index, (a, b) in enumerate(zip(ours, theirs)):
