@@ -269,3 +269,20 @@ def test_masks_and_an_export_into_one_folder_share_its_lock(tmp_path):
     out = str(tmp_path / "both")
     assert predict.main(["--model", model, str(images), "--out", out, "--export", out]) == 0
     assert {"a.png", "saved_model", "model.tflite"} <= set(os.listdir(out))
+
+
+def test_a_killed_runs_staging_folders_are_removed_by_the_next_run(tmp_path):
+    import subprocess
+    import sys
+
+    from skinseg.core.atomic import remove_stale_staging
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = int(gone.stdout)  # a process that has exited
+    for name in (f".extract-{dead}-ISIC2018.zip", f".extract-{os.getpid()}-mine.zip", "keep.txt"):
+        (tmp_path / name).mkdir() if name.startswith(".") else (tmp_path / name).write_text("x")
+    removed = remove_stale_staging(str(tmp_path), ".extract-")
+    assert removed == [str(tmp_path / f".extract-{dead}-ISIC2018.zip")]
+    assert sorted(os.listdir(tmp_path)) == [f".extract-{os.getpid()}-mine.zip", "keep.txt"]

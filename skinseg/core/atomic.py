@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 
 
 @contextlib.contextmanager
@@ -51,3 +52,30 @@ def write_json(path: str, obj) -> None:
 def read_json(path: str):
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this ID exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists, owned by someone else (or the platform cannot tell: keep its files)
+    return True
+
+
+def remove_stale_staging(folder: str, prefix: str) -> list[str]:
+    """Staging folders `<prefix><pid>-...` in `folder` whose process is gone (a killed run's):
+    removed, so that the next run of the same command cleans up after it. Returns their paths."""
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for name in os.listdir(folder):
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+            removed.append(os.path.join(folder, name))
+    return removed

@@ -19,6 +19,7 @@ import urllib.request
 import zipfile
 import zlib
 
+from skinseg.core.atomic import remove_stale_staging
 from skinseg.core.errors import DataError
 
 # The ISIC challenges' public archives (https://challenge.isic-archive.com/data/). Each archive
@@ -161,6 +162,7 @@ def extract_safely(path: str, to: str) -> None:
     with zipfile.ZipFile(path) as archive:
         for member in archive.infolist():
             _check_member(path, member, to)
+        remove_stale_staging(to, ".extract-")  # a killed extraction's, left behind
         staging = os.path.join(to, f".extract-{os.getpid()}-{os.path.basename(path)}")
         shutil.rmtree(staging, ignore_errors=True)
         try:

@@ -16,6 +16,7 @@ import tempfile
 
 import numpy as np
 
+from skinseg.core.atomic import remove_stale_staging
 from skinseg.core.errors import DataError
 from skinseg.data_pipeline.discovery import discover_pairs
 from skinseg.data_pipeline.image_io import read_image, read_mask, resize_image, resize_mask, write_image
@@ -51,7 +52,8 @@ def make_reference(isic2018: str, out: str, ids_file: str = SPLIT_FILE) -> dict[
         )
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".reference-", dir=parent)
+    remove_stale_staging(parent, ".reference-")  # a killed run's, left behind
+    staging = tempfile.mkdtemp(prefix=f".reference-{os.getpid()}-", dir=parent)
     counts = {"train": 0, "test": 0}
     try:
         for id_, split in sorted(wanted.items()):
