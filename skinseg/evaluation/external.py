@@ -43,7 +43,6 @@ from skinseg.evaluation.score_run import (
     test_set_record,
 )
 from skinseg.evaluation.spacing import parse_spacing, spacing_digest
-from skinseg.inference.description import describe
 from skinseg.inference.overlay import overlay
 from skinseg.inference.postprocess import PostProcessing
 from skinseg.inference.segmenter import Segmenter
@@ -147,37 +146,37 @@ def labelled_pairs(data: tuple[str, ...], size, skip_bad: bool):
     return infos, data_label(RunConfig(data=(tuple(data),)))
 
 
-def _trained_on(model: str) -> str:
-    folder = describe(model, read_post=False).path
-    run = RunFolder(os.path.dirname(folder))
-    if run.has_config():
+def _run_of(path: str) -> RunFolder | None:
+    """The run folder a network file belongs to, or None (a file elsewhere, the shipped model)."""
+    run = RunFolder(os.path.dirname(path))
+    return run if run.has_config() else None
+
+
+def _trained_on(model: str, run: RunFolder | None) -> str:
+    if run is not None:
         return data_label(RunConfig.load(run.config_path))
     return "the shipped model's data (MODEL_CARD.md)" if model_label(model) == "pretrained" else "unknown"
 
 
-def _loss_of(models: list[str]) -> str:
+def _loss_of(runs: list[RunFolder | None]) -> str:
     """The loss a test loss is measured with: the runs' training loss when every model is a run
     trained with the same one (so the column compares with the runs' own rows), else BCE."""
-    names = set()
-    for model in models:
-        run = RunFolder(os.path.dirname(describe(model, read_post=False).path))
-        names.add(RunConfig.load(run.config_path).loss if run.has_config() else "bce")
+    names = {RunConfig.load(run.config_path).loss if run is not None else "bce" for run in runs}
     return names.pop() if len(names) == 1 else "bce"
 
 
-def _check_overlap(models: list[str], infos, allow_overlap: bool) -> int:
+def _check_overlap(runs: list[RunFolder | None], infos, allow_overlap: bool) -> int:
     """Test images any member run trained or selected its model on (by ID or pixels)."""
     seen, by = set(), []
-    for model in models:
-        run = RunFolder(os.path.dirname(describe(model, read_post=False).path))
-        if run.has_config() and os.path.exists(run.split_path):
+    for run in runs:
+        if run is not None and os.path.exists(run.split_path):
             found = overlap_with_record(infos, run.read_split_record())
             if found:
                 seen.update(found)
                 by.append(run.name)
     if seen and not allow_overlap:
         first = sorted(seen)[0]
-        who = "the run" if len(models) == 1 else f"the ensemble's run {by[0]}"
+        who = "the run" if len(runs) == 1 else f"the ensemble's run {by[0]}"
         raise EvaluationError(
             f"{first}: {who} trained or selected its model on this image ({len(seen)} of the "
             f"{len(infos)} test images, by ID or by pixels); a test score on them would be a training "
@@ -212,9 +211,11 @@ def evaluate_models(
         segmenter = Segmenter.load(models[0], post=post, tta=settings.tta)
     else:
         segmenter = Segmenter.load_ensemble(models, post=post, tta=settings.tta)
-    digests = [file_digest(describe(m, read_post=False).path) for m in models]
+    paths = [member.source for member in segmenter.members]  # each model's network file, resolved once
+    digests = [file_digest(path) for path in paths]
+    runs = [_run_of(path) for path in paths]
     infos, set_name = labelled_pairs(settings.data, segmenter.input_size, skip_bad)
-    overlap = _check_overlap(models, infos, allow_overlap)
+    overlap = _check_overlap(runs, infos, allow_overlap)
     pairs = [info.pair for info in infos]
     for pair in pairs:  # every image has its spacing (or none has), checked before scoring
         spacing_of(pair.id)
@@ -222,7 +223,7 @@ def evaluate_models(
     labels = [model_label(m) for m in models]
     label = labels[0] if len(labels) == 1 else f"ensemble{len(labels)}-" + "+".join(labels)
     folder = EvalFolder(os.path.join(runs_dir, EXTERNAL, folder_name(label, test_set, settings)))
-    loss_name = _loss_of(models)
+    loss_name = _loss_of(runs)
     rows, ms = score_pairs(
         segmenter,
         pairs,
@@ -238,11 +239,8 @@ def evaluate_models(
         run=label,
         kind="ensemble" if len(models) > 1 else "model",
         test_set=test_set,
-        trained_on=" + ".join(dict.fromkeys(_trained_on(m) for m in models)),
-        models=[
-            {"model": m, "path": describe(m, read_post=False).path, "sha256": d}
-            for m, d in zip(models, digests)
-        ],
+        trained_on=" + ".join(dict.fromkeys(_trained_on(m, run) for m, run in zip(models, runs))),
+        models=[{"model": m, "path": path, "sha256": d} for m, path, d in zip(models, paths, digests)],
         model_sha256=digests[0] if len(digests) == 1 else None,
         params=segmenter.parameters,
         test_loss=float(np.mean([r["loss"] for r in rows])),

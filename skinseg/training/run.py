@@ -123,7 +123,7 @@ def write_records(run: RunFolder, config: RunConfig) -> None:
 
 def check_tensorboard(config: RunConfig) -> None:
     """Keras' TensorBoard callback needs the tensorboard package, which the requirements do not
-    install (a 20 MB web server most runs do not use): refused before anything is written."""
+    install (a web server most runs do not use): refused before anything is written."""
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError(
             "--tensorboard writes logs with the tensorboard package, which is not installed (the "
