@@ -1,23 +1,25 @@
 """Levers for robustness, each against `--recipe best`, over repeated training runs: trains every
-lever with --seeds seeds on the reference set's training split, scores it on the reference test
-split and on a cross-source set (default: isic2018_extra128, 1,694 ISIC 2018 images the reference
-never used), and writes the ablation table (Markdown) to --out/ablation.md.
+lever with --seeds seeds on the reference set's training split and scores it three ways, in one
+table: on the reference test split (in distribution); on the cross-source set (default:
+isic2018_extra128, 1,694 ISIC 2018 images the reference never used); and on the cross-source
+hold-out (`--held-out`, default bench/cross_source_holdout.txt: the 401 of those images with IDs
+from ISIC_0015000 on, later acquisitions than any reference image), which the "both data sets"
+lever leaves out of its training (train.py --exclude) and so can be scored there too.
 
 Per lever: Dice mean ± sd over seeds; 95 % CI over test images of the per-image Dice averaged over
 seeds; the effect against the recipe: mean per-image difference of that averaged Dice with its
 95 % bootstrap CI and the share of images improved, and the paired Wilcoxon p; the same on the
-cross-source set; minutes of training per run. Inference-only levers (TTA, no post-processing)
-reuse the recipe's networks. With the recipe's width 16 (128 px, 15 epochs) one run on the
-reference set takes about 8 minutes on the 2-core CPU, one on both sets about 26: the whole default
-table is about 4.5 CPU-hours (estimated from those run times; width 32 takes 3.5x as long).
+cross-source set and on the hold-out; minutes of training per run. Inference-only levers (TTA,
+no post-processing) reuse the recipe's networks. With the recipe's width 16 (128 px, 15 epochs)
+one run on the reference set took 8 minutes on one 2-core CPU host, and 25 to 35 minutes on a
+slower one (the minutes column says which): the whole default table is hours of CPU.
 
   python -m bench.ablation [--seeds 3] [--epochs 15] [--width 16] [--levers recipe tta ...]
-                          [--fewer-seeds "both data sets" 2]
+                          [--fewer-seeds "both data sets" 2] [--held-out IDS | --held-out none]
 
-A lever's run folder that already holds a finished run is scored, not retrained (e.g. the shipped
-model's run copied in as both_data_sets-s0; an unfinished one is resumed), and scores are kept in
---out/scores.json under the network's digest: adding a lever or a seed later trains and scores
-only what is new.
+A lever's run folder that already holds a finished run is scored, not retrained (an unfinished one
+is resumed), and scores are kept in --out/scores.json under the network's digest: adding a lever or
+a seed later trains and scores only what is new.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from skinseg.core.atomic import atomic_path
 from skinseg.evaluation.score_run import run_progress
 
 EXTRA = os.path.join(os.path.dirname(REAL), "isic2018_extra128")
+HOLDOUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cross_source_holdout.txt")
 
 # lever -> (extra train.py options, extra evaluate.py options); None: reuses the recipe's runs.
 LEVERS: dict[str, tuple[list[str] | None, list[str]]] = {
@@ -49,6 +52,7 @@ LEVERS: dict[str, tuple[list[str] | None, list[str]]] = {
     "AdamW": (["--optimizer", "adamw"], []),
     "EMA of weights (0.99)": (["--ema", "0.99"], []),
     "strong augmentation": (["--aug-policy", "strong"], []),
+    "dermoscopy augmentation": (["--aug-policy", "dermoscopy"], []),
     # A no-op on data stored as squares (both shared sets are): for sets of original-size images.
     "aspect-preserving resize (pad)": (["--fit", "pad"], []),
     "both data sets": (["--data", EXTRA], []),  # trains on the cross-source set: no cross-source score
@@ -109,25 +113,6 @@ def _score(out: str, extra: list[str], data: list[str] | None, cache: dict) -> d
     return cache[key]
 
 
-def held_out_set(ids_file: str, source: list[str], out: str) -> list[str]:
-    """IMAGES MASKS folders of links to the listed IDs of `source` (an images folder and a masks
-    folder), in the bench's output: the cross-source hold-out as a data set evaluate.py takes."""
-    from skinseg.data_pipeline.discovery import discover_pairs
-    from skinseg.data_pipeline.split import read_id_list
-
-    ids = read_id_list(ids_file)
-    images, masks = (os.path.join(out, "held_out", kind) for kind in ("image", "label"))
-    for folder in (images, masks):
-        os.makedirs(folder, exist_ok=True)
-    pairs = [p for p in discover_pairs(*source).splits["all"] if p.id in ids]
-    for pair in pairs:
-        for path, folder in ((pair.image, images), (pair.mask, masks)):
-            link = os.path.join(folder, os.path.basename(path))
-            if not os.path.lexists(link):
-                os.symlink(os.path.abspath(path), link)
-    return [images, masks]
-
-
 def paired_effect(dice: dict[str, float], base: dict[str, float]) -> str:
     """Mean per-image difference against the baseline, its 95 % bootstrap CI over images, and the
     share of images it improves (the direction a rank test alone does not give)."""
@@ -139,6 +124,50 @@ def paired_effect(dice: dict[str, float], base: dict[str, float]) -> str:
     diff = np.array([dice[i] - base[i] for i in shared])
     lo, hi = bootstrap_ci(diff)
     return f"{diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}], {np.mean(diff > 0):.0%} better"
+
+
+def ablation_rows(results: dict[str, dict], *, with_held_out: bool) -> list[dict]:
+    """The table's rows from each lever's runs (per run: "dice_by_id" on the test split,
+    "cross_by_id" on the cross-source set and "held_by_id" on the hold-out, each None where the run
+    trained on those images; "dice", "cross", "held" their means; "minutes"). Effects are paired
+    per image against the recipe's runs, each image's Dice averaged over a lever's seeds first."""
+    from skinseg.evaluation.table import averaged_dice, mean_sd, paired_wilcoxon
+    from skinseg.metrics.aggregate import bootstrap_ci
+
+    def averaged(runs, key):
+        scored = [{"dice_by_id": r[key]} for r in runs if r.get(key)]
+        return averaged_dice(scored) if scored else None
+
+    def effect(lever, by_id, base_by_id):
+        if lever == "recipe" or by_id is None or base_by_id is None:
+            return "—"
+        return f"{paired_effect(by_id, base_by_id)}, p {paired_wilcoxon(by_id, base_by_id):.2g}"
+
+    recipe_runs = results["recipe"]["runs"]
+    base = averaged_dice(recipe_runs)
+    cross_base, held_base = averaged(recipe_runs, "cross_by_id"), averaged(recipe_runs, "held_by_id")
+    rows = []
+    for lever, result in results.items():
+        runs = result["runs"]
+        dice = averaged_dice(runs)
+        lo, hi = bootstrap_ci(np.array(list(dice.values())))
+        minutes = [r["minutes"] for r in runs if np.isfinite(r["minutes"])]
+        row = {
+            "lever": lever,
+            "runs": len(runs),
+            "dice": mean_sd([r["dice"] for r in runs], "{:.4f}"),
+            "ci95": f"[{lo:.4f}, {hi:.4f}]",
+            "effect_vs_recipe": "—" if lever == "recipe" else paired_effect(dice, base),
+            "p_vs_recipe": "—" if lever == "recipe" else f"{paired_wilcoxon(dice, base):.3g}",
+            "cross_source_dice": mean_sd([r["cross"] for r in runs], "{:.4f}"),
+            "cross_effect": effect(lever, averaged(runs, "cross_by_id"), cross_base),
+        }
+        if with_held_out:
+            row["held_out_dice"] = mean_sd([r["held"] for r in runs], "{:.4f}")
+            row["held_out_effect"] = effect(lever, averaged(runs, "held_by_id"), held_base)
+        row["train_min"] = f"{np.mean(minutes):.1f}" if minutes else "(recipe's runs)"
+        rows.append(row)
+    return rows
 
 
 def main(argv=None) -> None:
@@ -159,9 +188,11 @@ def main(argv=None) -> None:
     p.add_argument("--cross", nargs=2, metavar=("IMAGES", "MASKS"), help="cross-source set")
     p.add_argument(
         "--held-out",
+        default=HOLDOUT,
         metavar="IDS",
-        help="score the cross-source set's listed IDs only (e.g. bench/cross_source_holdout.txt), and keep "
-        'them out of the "both data sets" lever\'s training (train.py --exclude)',
+        help="the cross-source set's IDs scored as the hold-out (a column of its own) and kept out of the "
+        '"both data sets" lever\'s training (train.py --exclude); "none": no hold-out column, and that '
+        "lever trains on the whole cross-source set",
     )
     p.add_argument("--out", default=os.path.join("bench", "out", "ablation"))
     args = p.parse_args(argv)
@@ -171,20 +202,16 @@ def main(argv=None) -> None:
             p.error(f"--fewer-seeds {lever} {n}: needs one of the levers and a count >= 1")
         fewer[lever] = int(n)
     cross = args.cross or [os.path.join(EXTRA, "training", "image"), os.path.join(EXTRA, "training", "label")]
-    if args.held_out:
-        if not all(os.path.isdir(folder) for folder in cross):
-            print(f"bench.ablation: {cross[0]} not found; pass --cross")
-            print("RATIOS skipped=1")
-            return
-        cross = held_out_set(args.held_out, cross, args.out)
-        LEVERS["both data sets"] = (["--data", EXTRA, "--exclude", os.path.abspath(args.held_out)], [])
-    if not os.path.isdir(args.data):
-        print(f"bench.ablation: {args.data} not found; pass --data")
+    if not os.path.isdir(args.data) or not all(os.path.isdir(folder) for folder in cross):
+        print(f"bench.ablation: {args.data} or {cross[0]} not found; pass --data and --cross")
         print("RATIOS skipped=1")
         return
-    from skinseg.evaluation.table import averaged_dice, mean_sd, paired_wilcoxon
-    from skinseg.metrics.aggregate import bootstrap_ci
+    held_ids: frozenset = frozenset()
+    if args.held_out != "none":
+        from skinseg.data_pipeline.split import read_id_list
 
+        held_ids = frozenset(read_id_list(args.held_out))
+        LEVERS["both data sets"] = (["--data", EXTRA, "--exclude", os.path.abspath(args.held_out)], [])
     os.makedirs(args.out, exist_ok=True)
     cache_path = os.path.join(args.out, "scores.json")
     cache = {}
@@ -194,58 +221,38 @@ def main(argv=None) -> None:
     results: dict[str, dict] = {}
     for lever in ["recipe", *[name for name in args.levers if name != "recipe"]]:
         train_extra, eval_extra = LEVERS[lever]
+        trains_on_cross = train_extra is not None and EXTRA in train_extra
         runs = []
         for seed in range(fewer.get(lever, args.seeds)):
             folder = (
                 "recipe" if train_extra is None else lever.split(" (")[0].replace(" ", "_").replace(",", "")
             )
-            if args.held_out and lever == "both data sets":
+            if held_ids and lever == "both data sets":
                 folder += "-held_out"  # never a run that trained on the hold-out (the shipped model's)
             out = os.path.join(args.out, f"{folder}-s{seed}")
             minutes = _train(out, seed, args, train_extra) if train_extra is not None else float("nan")
-            trained_on_cross = train_extra is not None and EXTRA in train_extra and not args.held_out
-            cross_score = None if trained_on_cross else _score(out, eval_extra, cross, cache)
+            # The whole cross-source set is scored once; the hold-out is its listed part.
+            scored = None if trains_on_cross and not held_ids else _score(out, eval_extra, cross, cache)
             test = _score(out, eval_extra, None, cache)
             with atomic_path(cache_path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
                 json.dump(cache, handle)
+            by_id = scored["by_id"] if scored else {}
+            held = {i: v for i, v in by_id.items() if i in held_ids}
             runs.append(
                 {
                     "name": out,
                     "dice_by_id": test["by_id"],
                     "dice": test["dice"],
-                    "cross": cross_score["dice"] if cross_score else None,
-                    "cross_by_id": cross_score["by_id"] if cross_score else None,
+                    "cross": None if trains_on_cross else scored["dice"],
+                    "cross_by_id": None if trains_on_cross else by_id,
+                    "held": float(np.mean(list(held.values()))) if held else None,
+                    "held_by_id": held or None,
                     "minutes": minutes,
                 }
             )
         results[lever] = {"runs": runs}
 
-    def cross_dice(runs):
-        scored = [{"dice_by_id": r["cross_by_id"]} for r in runs if r.get("cross_by_id")]
-        return averaged_dice(scored) if scored else None
-
-    base, cross_base = averaged_dice(results["recipe"]["runs"]), cross_dice(results["recipe"]["runs"])
-    rows = []
-    for lever, result in results.items():
-        runs = result["runs"]
-        dice, cross_by_id = averaged_dice(runs), cross_dice(runs)
-        lo, hi = bootstrap_ci(np.array(list(dice.values())))
-        minutes = [r["minutes"] for r in runs if np.isfinite(r["minutes"])]
-        rows.append(
-            {
-                "lever": lever,
-                "runs": len(runs),
-                "dice": mean_sd([r["dice"] for r in runs], "{:.4f}"),
-                "ci95": f"[{lo:.4f}, {hi:.4f}]",
-                "effect_vs_recipe": "—" if lever == "recipe" else paired_effect(dice, base),
-                "p_vs_recipe": "—" if lever == "recipe" else f"{paired_wilcoxon(dice, base):.3g}",
-                "cross_source_dice": mean_sd([r["cross"] for r in runs], "{:.4f}"),
-                "cross_effect": "—"
-                if lever == "recipe" or cross_by_id is None
-                else f"{paired_effect(cross_by_id, cross_base)}, p {paired_wilcoxon(cross_by_id, cross_base):.2g}",
-                "train_min": f"{np.mean(minutes):.1f}" if minutes else "(recipe's runs)",
-            }
-        )
+    rows = ablation_rows(results, with_held_out=bool(held_ids))
     columns = list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]

@@ -25,19 +25,46 @@ def test_no_shared_images_is_an_error(lever):
         paired_effect(lever, {"y": 1.0})
 
 
-def test_the_held_out_set_links_exactly_the_listed_ids(tmp_path):
-    import os
+def test_one_table_reports_the_test_split_the_cross_source_set_and_the_hold_out():
+    """Two levers over two seeds, by hand: per-image Dice averaged over seeds, then paired with the
+    recipe's; a lever that trained on the cross-source set has no cross-source column but keeps
+    its hold-out one."""
+    from bench.ablation import ablation_rows
 
-    from bench.ablation import held_out_set
-    from tests.conftest import write_pairs
+    def run(test, cross, held, minutes=8.0):
+        return {
+            "dice_by_id": test,
+            "dice": sum(test.values()) / len(test),
+            "cross_by_id": cross,
+            "cross": None if cross is None else sum(cross.values()) / len(cross),
+            "held_by_id": held,
+            "held": sum(held.values()) / len(held),
+            "minutes": minutes,
+        }
 
-    images, masks = tmp_path / "extra" / "image", tmp_path / "extra" / "label"
-    write_pairs(images, masks, [f"ISIC_{k:07d}" for k in range(6)])
-    listed = tmp_path / "ids.txt"
-    listed.write_text("# hold-out\nISIC_0000004\nISIC_0000005\n")
-    got = held_out_set(str(listed), [str(images), str(masks)], str(tmp_path / "out"))
-    assert sorted(os.listdir(got[0])) == ["ISIC_0000004.jpg", "ISIC_0000005.jpg"]
-    assert sorted(os.listdir(got[1])) == ["ISIC_0000004_segmentation.png", "ISIC_0000005_segmentation.png"]
-    assert (
-        held_out_set(str(listed), [str(images), str(masks)], str(tmp_path / "out")) == got
-    )  # again: no error
+    recipe = [
+        run({"t1": 0.8, "t2": 0.6}, {"c1": 0.5, "c2": 0.7, "h1": 0.4}, {"h1": 0.4}),
+        run({"t1": 0.8, "t2": 0.8}, {"c1": 0.7, "c2": 0.7, "h1": 0.6}, {"h1": 0.6}),
+    ]
+    lever = [
+        run({"t1": 0.9, "t2": 0.7}, {"c1": 0.6, "c2": 0.8, "h1": 0.6}, {"h1": 0.6}),
+        run({"t1": 0.9, "t2": 0.9}, {"c1": 0.8, "c2": 0.8, "h1": 0.8}, {"h1": 0.8}),
+    ]
+    both = [run({"t1": 0.8, "t2": 0.7}, None, {"h1": 0.9})]
+    rows = ablation_rows(
+        {"recipe": {"runs": recipe}, "lever": {"runs": lever}, "both data sets": {"runs": both}},
+        with_held_out=True,
+    )
+    assert [row["lever"] for row in rows] == ["recipe", "lever", "both data sets"]
+    recipe_row, lever_row, both_row = rows
+    assert recipe_row["dice"] == "0.7500 ± 0.0707"  # run means 0.70 and 0.80
+    assert recipe_row["cross_source_dice"] == "0.6000 ± 0.0943"  # run means 0.5333 and 0.6667
+    assert recipe_row["held_out_dice"] == "0.5000 ± 0.1414"
+    assert recipe_row["held_out_effect"] == "—" and recipe_row["train_min"] == "8.0"
+    assert lever_row["effect_vs_recipe"].startswith("+0.1000 [+0.1000, +0.1000], 100% better")
+    assert lever_row["cross_effect"].startswith("+0.1333 [")  # +0.1, +0.1, +0.2 over c1, c2, h1
+    assert lever_row["held_out_effect"].startswith("+0.2000 [+0.2000, +0.2000], 100% better")
+    assert both_row["cross_source_dice"] == "—" and both_row["cross_effect"] == "—"
+    assert both_row["held_out_dice"] == "0.9000"
+    assert both_row["held_out_effect"].startswith("+0.4000 [")
+    assert "held_out_dice" not in ablation_rows({"recipe": {"runs": recipe}}, with_held_out=False)[0]

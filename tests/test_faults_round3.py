@@ -170,7 +170,7 @@ def test_an_export_that_fails_midway_leaves_the_previous_one_whole(tmp_path, mon
 
     from skinseg.core.run_folder import file_digest
     from skinseg.inference.export import export
-    from skinseg.inference.segmenter import Segmenter
+    from skinseg.inference.segmenter import PredictError, Segmenter
 
     out = str(tmp_path / "exported")
     export(Segmenter(build_model("baseline", 32, width=2, depth=1)), out)
@@ -180,7 +180,7 @@ def test_an_export_that_fails_midway_leaves_the_previous_one_whole(tmp_path, mon
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(PredictError, match=r"could not be written \(No space left on device\); the previous"):
         export(Segmenter(build_model("baseline", 32, width=4, depth=1)), out, overwrite=True)
     assert {name: file_digest(os.path.join(out, name)) for name in before} == before
     assert sorted(os.listdir(out)) == [
@@ -286,3 +286,137 @@ def test_a_killed_runs_staging_folders_are_removed_by_the_next_run(tmp_path):
     removed = remove_stale_staging(str(tmp_path), ".extract-")
     assert removed == [str(tmp_path / f".extract-{dead}-ISIC2018.zip")]
     assert sorted(os.listdir(tmp_path)) == [f".extract-{os.getpid()}-mine.zip", "keep.txt"]
+
+
+def _limit_file_size(limit: int):
+    """A preexec_fn: files may grow to `limit` bytes, and a write beyond fails with EFBIG ("File too
+    large", as a full disk fails with ENOSPC) instead of killing the process (SIGXFSZ ignored)."""
+    import resource
+    import signal
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    return apply
+
+
+@pytest.mark.integration
+def test_an_export_that_runs_out_of_space_leaves_the_previous_one_whole_and_no_staging(tmp_path):
+    """A real write failure from the operating system, in a predict.py --export process: its files may
+    not grow past 400 kB, which the larger network's SavedModel graph (~530 kB) passes mid-write."""
+    import subprocess
+    import sys
+
+    from skinseg.core.run_folder import file_digest
+    from tests.conftest import ROOT
+
+    small, large = str(tmp_path / "small.keras"), str(tmp_path / "large.keras")
+    build_model("baseline", 32, width=2, depth=1).save(small)
+    build_model("baseline", 32, width=8, depth=2).save(large)
+    out = str(tmp_path / "exported")
+    first = subprocess.run(
+        [sys.executable, "predict.py", "--model", small, "--export", out],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+
+    def digests():
+        return {
+            os.path.relpath(os.path.join(folder, name), out): file_digest(os.path.join(folder, name))
+            for folder, _, names in os.walk(out)
+            for name in names
+        }
+
+    before = digests()
+    done = subprocess.run(
+        [sys.executable, "predict.py", "--model", large, "--export", out, "--overwrite"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size(400_000),
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"error: {out}: the export could not be written (" in done.stderr
+    assert "File too large); the previous export, if any, is unchanged" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert digests() == before  # byte for byte, and no staging folder left beside it
+
+
+def _out_of_memory(*args, **kwargs):
+    import cv2
+
+    err = cv2.error("OpenCV(5.0.0) alloc.cpp:73: error: (-4:Insufficient memory) Failed to allocate")
+    err.code = -4  # what cv2.resize raises when an address-space or container limit is reached
+    raise err
+
+
+def test_an_image_too_large_for_the_memory_left_is_named_and_the_others_go_on(tmp_path, monkeypatch, capsys):
+    """The two places an 81-MP image meets a memory limit (measured under `ulimit -v 3000000`:
+    its mask resized back to 9000x9000): the decode, and the mask at full size."""
+    from skinseg.data_pipeline import image_io
+    from skinseg.inference import segmenter as segmenter_module
+
+    model = _tiny(str(tmp_path / "m.keras"))
+    images = tmp_path / "in"
+    images.mkdir()
+    keras.utils.save_img(str(images / "small.png"), np.full((40, 30, 3), 90, np.uint8))
+    keras.utils.save_img(str(images / "huge.png"), np.full((60, 50, 3), 90, np.uint8))
+    real = segmenter_module.to_original
+
+    def resize_back(values, size, *args):
+        return _out_of_memory() if size == (60, 50) else real(values, size, *args)
+
+    monkeypatch.setattr(segmenter_module, "to_original", resize_back)
+    out = tmp_path / "out"
+    assert predict.main(["--model", model, str(images), "--out", str(out)]) == 1
+    printed = capsys.readouterr()
+    err = printed.err
+    assert (
+        f"{images / 'huge.png'}: not enough memory to resize its mask to the image's size (50x60, 0 MP)"
+        in err
+    )
+    assert sorted(os.listdir(out)) == [".skinseg-predict.json", "predictions.csv", "small.png"]
+    assert "1 input(s) not segmented" in printed.out and "Traceback" not in err
+    assert predict.main(["--model", model, str(images), "--out", str(tmp_path / "strict"), "--strict"]) == 2
+    assert "not enough memory to resize its mask" in capsys.readouterr().err
+
+    monkeypatch.setattr(image_io, "_read_image", lambda *a: (_ for _ in ()).throw(MemoryError()))
+    with pytest.raises(DataError, match=r"huge.png: not enough memory to decode it \(50x60, 0 MP\)"):
+        image_io.read_image(str(images / "huge.png"))
+
+
+def test_running_out_of_memory_elsewhere_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    from skinseg.inference import predict_folder
+
+    model = _tiny(str(tmp_path / "m.keras"))
+    images = tmp_path / "in"
+    images.mkdir()
+    keras.utils.save_img(str(images / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.setattr(predict_folder, "write_masks", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
+    assert predict.main(["--model", model, str(images), "--out", str(tmp_path / "out")]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "error: out of memory; lower --batch-size, shrink the images (predict.py --max-pixels N) or free memory"
+        )
+    )
+
+
+def test_predictions_csv_keeps_one_row_per_mask_for_names_that_are_not_utf8(tmp_path):
+    model = _tiny(str(tmp_path / "m.keras"))
+    images = tmp_path / "in"
+    images.mkdir()
+    odd = os.fsdecode(os.path.join(os.fsencode(str(images)), b"caf\xe9.png"))  # Latin-1 bytes
+    keras.utils.save_img(odd, np.full((40, 30, 3), 90, np.uint8))
+    keras.utils.save_img(str(images / "ok.png"), np.full((40, 30, 3), 90, np.uint8))
+    out = str(tmp_path / "out")
+    for extra in ([], ["--overwrite"]):
+        assert predict.main(["--model", model, str(images), "--out", out, *extra]) == 0
+        with open(os.path.join(out, "predictions.csv"), encoding="utf-8") as handle:  # valid UTF-8
+            lines = handle.read().splitlines()
+        assert [line.split(",")[1] for line in lines[1:]] == ["caf\\udce9.png", "ok.png"]
+    assert os.path.exists(os.path.join(os.fsencode(out), b"caf\xe9.png"))  # the mask keeps its bytes

@@ -150,3 +150,98 @@ def test_a_killed_worker_and_a_restart_resume_from_the_last_completed_epoch(data
     assert f"resuming {out} after epoch {completed}" in results[0][1]
     assert _digest(results[0][1]) == _digest(results[1][1])
     assert [r["epoch"] for r in run.read_history()] == [1, 2, 3]
+
+
+def _validation_loss_of(network_file, pairs, config):
+    """The loss and Dice Keras' own evaluate gives in this one process (no strategy) on `pairs`."""
+    import keras
+
+    from skinseg.data_pipeline.tfdata import make_dataset
+    from skinseg.losses import get_loss
+    from skinseg.training.trainer import DiceScore
+
+    network = keras.models.load_model(network_file)
+    network.compile(loss=get_loss(config.loss), metrics=[DiceScore()])
+    ds = make_dataset(pairs, size=config.image_size, batch_size=config.batch_size, training=False)
+    return network.evaluate(ds, verbose=0, return_dict=True)
+
+
+@pytest.mark.parametrize("layout_validation", [False, True], ids=["carved", "layout"])
+def test_two_workers_train_and_validate_on_sizes_that_do_not_divide_the_global_batch(
+    layout_validation, tmp_path
+):
+    """27 training images (30 less 3 carved out) or 21 with a validation folder of 5, global
+    batch 8 over 2 workers: each epoch's final 3 (or 5) training images are dropped on both
+    workers alike; each worker validates the whole split by itself (no collective), and the
+    recorded validation loss is what Keras' evaluate gives in one process for the same weights."""
+    from skinseg.training.config import RunConfig
+    from tests.conftest import write_pairs
+
+    data = make_simple(tmp_path / "data", n_train=21 if layout_validation else 30, n_test=3)
+    if layout_validation:
+        ids = [f"ISIC_{i:07d}" for i in range(500, 505)]
+        folders = [os.path.join(data, "validation", kind) for kind in ("image", "label")]
+        write_pairs(*folders, ids, start=500)
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    out = tmp_path / "run"
+    epochs = 1 if layout_validation else 2
+    results = _finish(
+        _start_workers(
+            data,
+            out,
+            tmp_path,
+            "--epochs",
+            str(epochs),
+            "--val-fraction",
+            "0.1",
+            env_extra={"SKINSEG_TRACE_EXAMPLES": str(trace)},
+        )
+    )
+    assert [code for code, _ in results] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
+    assert _digest(results[0][1]) == _digest(results[1][1])
+    run = RunFolder(out)
+    split = read_split(run.split_path)
+    n_train, n_val = (21, 5) if layout_validation else (27, 3)
+    assert (len(split["train"]), len(split["validation"])) == (n_train, n_val)
+    assert f"{n_train // 8} steps per epoch" in results[0][1]
+    # Training: per worker 4 images a step, n_train // 8 steps; within an epoch no image twice.
+    per_worker = [
+        sum(len(line.split()) - 1 for line in open(path)) for path in sorted(glob.glob(str(trace / "*.txt")))
+    ]
+    assert per_worker == [4 * (n_train // 8) * epochs] * 2
+    train_sums = [
+        round(float((load_example(p.image, p.mask, 32)[0].astype(np.float32) / 255).sum()), 1)
+        for p in split["train"]
+    ]
+    for epoch in range(epochs):
+        seen = []
+        for path in glob.glob(str(trace / "*.txt")):
+            for step, *sums in (line.split() for line in open(path)):
+                if int(step) // (n_train // 8) == epoch:
+                    seen += [round(float(v), 1) for v in sums]
+        assert len(seen) == 8 * (n_train // 8)
+        remaining = list(train_sums)
+        for value in seen:  # every image seen is a distinct training image
+            match = min(remaining, key=lambda s: abs(s - value))
+            assert abs(match - value) <= 0.2
+            remaining.remove(match)
+    # Validation: the whole split, equal to a one-process evaluate of the saved weights.
+    history = run.read_history()
+    assert [r["epoch"] for r in history] == list(range(1, epochs + 1))
+    expected = _validation_loss_of(
+        run.file("last.keras"), split["validation"], RunConfig.load(run.config_path)
+    )
+    assert history[-1]["val_loss"] == pytest.approx(expected["loss"], rel=1e-4, abs=1e-5)
+    assert history[-1]["val_dice"] == pytest.approx(expected["dice"], abs=1e-5)
+
+
+def test_training_images_fewer_than_one_global_batch_are_refused_before_a_folder_is_made(tmp_path):
+    data = make_simple(tmp_path / "data", n_train=6, n_test=2)
+    out = tmp_path / "run"
+    results = _finish(_start_workers(data, out, tmp_path, "--epochs", "1", "--val-fraction", "0.1"))
+    for code, text in results:
+        assert code == 2, text[-2000:]
+        assert "5 training image(s) do not fill one global batch of 8 across 2 replicas" in text
+        assert "Traceback" not in text
+    assert not out.exists()

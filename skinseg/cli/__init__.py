@@ -17,7 +17,7 @@ import signal
 import sys
 import tempfile
 
-from skinseg.core.errors import SkinsegError
+from skinseg.core.errors import SkinsegError, is_out_of_memory
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -156,6 +156,17 @@ def exit_codes(main):
         except SkinsegError as err:
             print(f"error: {err}", file=sys.stderr)
             return err.exit_code
+        except Exception as err:
+            # What an address-space or container limit raises where no file is to blame (a batch
+            # of the network, a table); files too large are reported by name where they are read.
+            if not is_out_of_memory(err):
+                raise
+            print(
+                "error: out of memory; lower --batch-size, shrink the images (predict.py --max-pixels N) "
+                "or free memory",
+                file=sys.stderr,
+            )
+            return 2
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

@@ -35,3 +35,20 @@ class RunLockedError(RunFolderError):
 
 class ModelLoadError(SkinsegError, RuntimeError):
     """A saved model that cannot be loaded or is not a segmenter of RGB images."""
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Python's MemoryError, or OpenCV's own allocation failure (cv2.error, code -4 "Insufficient
+    memory"), as an address-space or container limit makes them: one image too large for the
+    memory left, to be reported with its size rather than as a traceback."""
+    if isinstance(err, MemoryError):
+        return True
+    return type(err).__module__.startswith("cv2") and getattr(err, "code", None) == -4
+
+
+def memory_problem(height: int, width: int, what: str) -> str:
+    """The line a file too large for the memory left gets (its size, and the ways out)."""
+    return (
+        f"not enough memory to {what} ({width}x{height}, {height * width / 1e6:.0f} MP); free memory, "
+        "or shrink the image first (predict.py --max-pixels N refuses such files before decoding)"
+    )

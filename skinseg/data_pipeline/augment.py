@@ -17,6 +17,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from skinseg.data_pipeline.artifacts import dermoscopy_layers
+
 
 @keras.saving.register_keras_serializable(package="skinseg")
 class RandomTranspose(keras.layers.Layer):
@@ -302,6 +304,8 @@ POLICIES: dict[str, dict] = {
         "hue": 0.05,
         "saturation": 0.3,
     },
+    # the default policy plus dermoscopy's own light, colour and artefacts (data_pipeline.artifacts)
+    "dermoscopy": {"dermoscopy": True},
 }
 
 
@@ -318,8 +322,10 @@ def build_augmenter(
     contrast: float = 0.1,
     hue: float = 0.02,
     saturation: float = 0.0,
+    dermoscopy: bool = False,
 ) -> keras.layers.Pipeline:
-    """The `--aug` policy: geometric transforms (joint) then colour transforms (images only).
+    """The `--aug` policy: geometric transforms (joint) then colour transforms (images only);
+    `dermoscopy` adds data_pipeline.artifacts' layers between them.
     Each layer gets its own seed derived from `seed`. Rotation is a fraction of a full turn;
     `elastic` is the probability of an elastic warp per image; `saturation` the largest change
     either way (0.3: Keras' factor in [0.2, 0.8], 0.5 being no change; a saturation multiplier of
@@ -346,6 +352,8 @@ def build_augmenter(
         )
     if elastic:
         layers.append(JointElasticTransform(rate=elastic, seed=seed + 5, name="aug_elastic"))
+    if dermoscopy:  # the lamp, the lens and the skin's surface, before the camera's own changes
+        layers += dermoscopy_layers(seed + 10)
     if brightness:
         layers.append(
             keras.layers.RandomBrightness(

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from skinseg.core.atomic import atomic_path
-from skinseg.core.errors import ImageReadError
+from skinseg.core.errors import ImageReadError, is_out_of_memory, memory_problem
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -111,8 +111,19 @@ def peek_size(path: str) -> tuple[int, int]:
 
 def read_image(path: str, min_size: tuple[int, int] | None = None) -> Decoded:
     """RGB uint8 array (H, W, 3). `min_size` lets JPEGs decode at a reduced scale that is still
-    at least that large (DCT scaling: 1/2 to 1/8 of the work for a 128 px target)."""
+    at least that large (DCT scaling: 1/2 to 1/8 of the work for a 128 px target). An image too
+    large for the memory left is an ImageReadError naming its size."""
     path = str(path)
+    try:
+        return _read_image(path, min_size)
+    except (MemoryError, cv2.error) as err:
+        if not is_out_of_memory(err):
+            raise
+        height, width = peek_size(path)
+        raise ImageReadError(path, memory_problem(height, width, "decode it")) from None
+
+
+def _read_image(path: str, min_size: tuple[int, int] | None) -> Decoded:
     extent = None
     with _open(path) as opened:
         stored = (opened.size[1], opened.size[0])

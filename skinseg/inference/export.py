@@ -62,16 +62,18 @@ def _export(segmenter: Segmenter, out: str, overwrite: bool) -> dict:
 
     staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out)
     try:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint("serve", serve)
-        archive.write_out(os.path.join(staging, "saved_model"), verbose=False)
-        tflite = tf.lite.TFLiteConverter.from_saved_model(os.path.join(staging, "saved_model")).convert()
-        with open(os.path.join(staging, "model.tflite"), "wb") as handle:
-            handle.write(tflite)
-        write_json(os.path.join(staging, "preprocessing.json"), _described(preprocessing, h, w))
-        write_json(os.path.join(staging, "postprocess.json"), segmenter.post.to_json())
-        fault_point("export.staged")
+        try:
+            _build(staging, model, serve, segmenter, h, w)
+        except (OSError, tf.errors.OpError) as err:
+            # A full disk or a file-size limit: TensorFlow's writers say so as an OpError, ours as
+            # an OSError; either way nothing under OUT's final names has been touched yet.
+            what = getattr(err, "message", None) or ": ".join(
+                str(part) for part in (err.filename, err.strerror or err) if part
+            )
+            raise PredictError(
+                f"{out}: the export could not be written ({what.strip()}); the previous export, if any, "
+                "is unchanged"
+            ) from None
         # the swap: a few renames (the old parts out of the way first, then the new ones in)
         for name in EXPORT_FILES:
             target = os.path.join(out, name)
@@ -83,6 +85,20 @@ def _export(segmenter: Segmenter, out: str, overwrite: bool) -> dict:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"saved_model": os.path.join(out, "saved_model"), "tflite": os.path.join(out, "model.tflite")}
+
+
+def _build(staging: str, model, serve, segmenter: Segmenter, h: int, w: int) -> None:
+    """The four parts of an export, in the staging folder."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", serve)
+    archive.write_out(os.path.join(staging, "saved_model"), verbose=False)
+    tflite = tf.lite.TFLiteConverter.from_saved_model(os.path.join(staging, "saved_model")).convert()
+    with open(os.path.join(staging, "model.tflite"), "wb") as handle:
+        handle.write(tflite)
+    write_json(os.path.join(staging, "preprocessing.json"), _described(segmenter.preprocessing, h, w))
+    write_json(os.path.join(staging, "postprocess.json"), segmenter.post.to_json())
+    fault_point("export.staged")
 
 
 def _described(preprocessing, h: int, w: int) -> dict:

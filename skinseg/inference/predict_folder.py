@@ -13,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 
 from skinseg.core.atomic import write_text
-from skinseg.core.errors import DataError
+from skinseg.core.errors import DataError, is_out_of_memory, memory_problem
 from skinseg.core.faults import fault_point
 from skinseg.data_pipeline.image_io import IMAGE_SUFFIXES, read_mask, write_image
 from skinseg.inference.description import PredictError
@@ -252,14 +253,35 @@ def write_masks(segmenter: Segmenter, work: Plan, *, batch_size: int = 8) -> Pre
         return decoded, decoded.array if item[2] is not None else None
 
     def finish(item, prediction, image) -> None:
-        """Mask (and overlay) of one image, at its original size, and its quality row."""
+        """Mask (and overlay) of one image, at its original size, and its quality row. An image
+        whose mask at full size does not fit in the memory left is listed as not segmented (or,
+        with --strict, stops the run), and the others go on."""
         source, target, drawn = item
-        mask = prediction.mask
-        quality = assess(prediction, mask)
+
+        def out_of_memory(err, size, what: str, problems: list) -> None:
+            if not is_out_of_memory(err):
+                raise err
+            why = memory_problem(*size, what)
+            if work.strict:
+                raise PredictError(f"{source}: {why}") from None
+            problems.append((source, why))
+
+        try:
+            mask = prediction.mask
+            quality = assess(prediction, mask)
+        except (MemoryError, cv2.error) as err:
+            out_of_memory(
+                err, prediction.original_size, "resize its mask to the image's size", result.problems
+            )
+            return False
         write_image(target, mask.astype(np.uint8) * 255)
-        if drawn:
-            _write_overlay(drawn, image, mask, quality)
         result.qualities.append((source, target, quality))
+        if drawn:
+            try:
+                _write_overlay(drawn, image, mask, quality)
+            except (MemoryError, cv2.error) as err:
+                out_of_memory(err, mask.shape, "draw its overlay", result.overlay_problems)
+        return True
 
     start = time.perf_counter()
     try:
@@ -281,8 +303,8 @@ def _segment_all(segmenter, work, result, load, finish, batch_size: int, start: 
 
         def collect(limit: int) -> None:
             while len(behind) > limit:
-                behind.popleft().result()
-                result.written += 1
+                if behind.popleft().result():  # False: listed among the problems
+                    result.written += 1
                 fault_point("predict.mask_written")
 
         for item, prediction, extra in segmenter.stream(work.todo, load, batch_size=batch_size):
@@ -316,7 +338,10 @@ def write_predictions_csv(out: str, qualities) -> str:
         except (OSError, csv.Error):
             rows = {}  # rewritten whole below
     for source, target, quality in qualities:
-        rows[os.path.basename(target)] = {"image": source, "mask": os.path.basename(target), **quality.row()}
+        # The file is UTF-8: a name that is not (a surrogate escape here) is written escaped, as
+        # `caf\udce9.png`, and keyed so, so that a later run replaces its row instead of adding one.
+        mask = _as_written(os.path.basename(target))
+        rows[mask] = {"image": _as_written(source), "mask": mask, **quality.row()}
     buffer = io.StringIO()
     fields = ["image", "mask", "area_fraction", "touches_border", "components", "confidence", "flagged"]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
@@ -325,6 +350,11 @@ def write_predictions_csv(out: str, qualities) -> str:
         writer.writerow(rows[name])
     write_text(path, buffer.getvalue())
     return path
+
+
+def _as_written(name: str) -> str:
+    """`name` as write_text writes it (UTF-8, backslash escapes for what is not)."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def predict_folder(

@@ -10,6 +10,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from skinseg.core.atomic import atomic_path
 from skinseg.core.faults import fault_point
@@ -80,8 +81,9 @@ class EMAWeights(keras.callbacks.SwapEMAWeights):
         if not self._ema_weights_in_model:
             self._swap_variables()
             self._ema_weights_in_model = True
-        if epoch + 1 == self.params.get("epochs") or self.model.stop_training:
-            self._average = [keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables]
+        # Kept every epoch, not only at the last: a callback after this one (early stopping) may
+        # still end the run at this epoch.
+        self._average = [keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables]
 
     def on_train_end(self, logs=None):
         if self._average is not None:
@@ -266,3 +268,54 @@ def plot_curves(rows: list[dict], path: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+class ReplicaLocalValidation(keras.callbacks.Callback):
+    """Validation without collectives, for runs with more than one replica (multi-worker, or
+    mirrored over several devices).
+
+    Keras' `evaluate` under a distribution strategy splits each validation batch among the
+    replicas and all-reduces the first one to build the model (`_maybe_symbolic_build` in
+    keras/src/backend/tensorflow/trainer.py), which fails as soon as the split does not divide
+    evenly ("Shape mismatch in the collective": one replica has 2 images, another 1). After every
+    training step all replicas hold the same weights, so each worker validates the whole split
+    itself, with no collective: every worker gets the same numbers, whatever the split's size, and
+    they are the numbers `evaluate` gives in one process (the batch losses averaged weighted by
+    batch size; each metric accumulated over the batches). The price: each worker reads the whole
+    split (validation is a small share of an epoch).
+
+    It must run after EMAWeights (which swaps the averaged weights in at the end of each epoch)
+    and before every callback that reads `val_*` logs (plateau, early stopping, the recorder)."""
+
+    def __init__(self, dataset, metrics: list):
+        super().__init__()
+        self.dataset = dataset
+        self.metrics = metrics
+        self._step = None
+
+    def _batch(self, packed):
+        images, masks = packed[..., :3], packed[..., 3:]
+        trainer = self.model
+        predictions = trainer(images, training=False)
+        loss = trainer.compute_loss(images, masks, predictions, training=False)
+        # Keras scales a loss computed under a strategy by 1 / replicas (its test_step unscales it
+        # the same way); undo it whichever strategy this runs under.
+        loss = keras.ops.cast(loss, "float32") * float(tf.distribute.get_strategy().num_replicas_in_sync)
+        for metric in self.metrics:
+            metric.update_state(masks, predictions)
+        return loss
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._step is None:
+            self._step = tf.function(self._batch, reduce_retracing=True)
+        for metric in self.metrics:
+            metric.reset_state()
+        total, count = 0.0, 0
+        for packed in self.dataset:
+            n = int(packed.shape[0])
+            total += float(self._step(packed)) * n
+            count += n
+        if logs is not None and count:
+            logs["val_loss"] = total / count
+            for metric in self.metrics:
+                logs[f"val_{metric.name}"] = float(metric.result())

@@ -204,9 +204,11 @@ class RunConfig:
         "default",
         "optimisation",
         "with --aug: default, strong (any rotation, zoom +-25 percent, stronger colour and saturation: "
-        "for images from other cameras), or reference (the reference's: CLAHE with a clip drawn from "
-        "U(1, 4), the four 90-degree rotations, its elastic warp, shift-scale-rotate on half the images)",
-        choices=("default", "strong", "reference"),
+        "for images from other cameras), dermoscopy (default plus dermoscopes' uneven light, colour "
+        "temperature, dark vignette, hairs and gel bubbles, on the images only), or reference (the "
+        "reference's: CLAHE with a clip drawn from U(1, 4), the four 90-degree rotations, its elastic "
+        "warp, shift-scale-rotate on half the images)",
+        choices=("default", "strong", "dermoscopy", "reference"),
     )
     elastic: float = option(0.0, "optimisation", "with --aug: probability of an elastic warp per image")
     ema: float = option(

@@ -38,6 +38,7 @@ from skinseg.training.callbacks import (
     EpochPrinter,
     Flooding,
     NonFiniteGuard,
+    ReplicaLocalValidation,
     RunRecorder,
     learning_rate,
     restore_plateau,
@@ -167,9 +168,26 @@ def settle_capacity(config: RunConfig) -> RunConfig:
     return config.replace(max_filters=record["max_filters"], capacity=record)
 
 
-def start_run(config: RunConfig, *, overwrite: bool = False):
+def check_global_batch(batch_size: int, n_train: int, replicas: int) -> None:
+    """With several replicas every step's global batch must be whole and divide among them: the
+    final partial batch of an epoch is dropped (the pipeline batches with drop_remainder, on
+    every worker alike), so fewer training images than one batch would leave no step at all."""
+    if batch_size % replicas:
+        raise RunFolderError(
+            f"--batch-size {batch_size} is the global batch; it must divide evenly among the "
+            f"{replicas} replicas"
+        )
+    if replicas > 1 and n_train < batch_size:
+        raise RunFolderError(
+            f"{n_train} training image(s) do not fill one global batch of {batch_size} across "
+            f"{replicas} replicas; lower --batch-size (a multiple of {replicas}) or add images"
+        )
+
+
+def start_run(config: RunConfig, *, overwrite: bool = False, replicas: int = 1):
     """The data checked and split, then the run folder locked, made ready and recorded.
-    Returns (config as recorded, run folder (locked), splits)."""
+    Returns (config as recorded, run folder (locked), splits). `replicas`: the strategy's, whose
+    global batch the training split must fill (checked before the folder is made)."""
     check_tensorboard(config)
     if config.folds and config.fold is None:
         raise ConfigError(
@@ -190,6 +208,7 @@ def start_run(config: RunConfig, *, overwrite: bool = False):
         allow_empty_masks=config.allow_empty_masks,
         exclude=exclude,
     )
+    check_global_batch(config.batch_size, len(splits.train), replicas)
     config = settle_capacity(config)
     if config.init_from:
         config = config.replace(init_source=init_record(config.init_from))
@@ -377,7 +396,10 @@ def run_training(
         config, run, splits, state = resume_run(config.out, given=given)
         found = None
     else:
-        (config, run, found), state = start_run(config, overwrite=overwrite), None
+        (config, run, found), state = (
+            start_run(config, overwrite=overwrite, replicas=strategy.num_replicas_in_sync),
+            None,
+        )
         splits = found.as_dict()
     handler = logging.FileHandler(run.log_path, encoding="utf-8", errors="backslashreplace")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -416,7 +438,9 @@ def _train_as_worker(config, strategy, resume, given, network, name) -> RunResul
             if state:
                 scratch.write_history(chief.read_history()[: state["completed_epochs"]])
         else:
-            config, scratch, found = start_run(config.replace(out=folder), overwrite=True)
+            config, scratch, found = start_run(
+                config.replace(out=folder), overwrite=True, replicas=strategy.num_replicas_in_sync
+            )
             splits, state = found.as_dict(), None
         log.info(
             "%s: checkpoints go to %s (removed at the end); the chief writes the run folder",
@@ -450,11 +474,7 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
     train_pairs, val_pairs = splits["train"], splits["validation"]
     steps = steps_per_epoch(len(train_pairs), config.batch_size)
     replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise RunFolderError(
-            f"--batch-size {config.batch_size} is the global batch; it must divide evenly among the "
-            f"{replicas} replicas"
-        )
+    check_global_batch(config.batch_size, len(train_pairs), replicas)  # a resumed run's, too
     given_network = network is not None
     with strategy.scope():
         network = network or build_network(config)
@@ -526,7 +546,14 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
         saved=portable_model(network, config.preprocessing),
     )
     guard = NonFiniteGuard()
-    callbacks = [guard, *schedule_callbacks(config)]
+    callbacks = [guard]
+    ema = EMAWeights() if config.ema else None
+    if ema:
+        callbacks.append(ema)  # before validation and the recorder: they see the averaged weights
+    local_validation = replicas > 1 and val_ds is not None
+    if local_validation:  # see ReplicaLocalValidation: Keras' evaluate fails on uneven splits
+        callbacks.append(ReplicaLocalValidation(val_ds, [DiceScore()]))
+    callbacks += schedule_callbacks(config)
     recorder.plateau = next((c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
     if config.flooding:
         callbacks.append(Flooding(config.flooding, config.flooding_start))
@@ -536,9 +563,6 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
         )
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(run.file("tensorboard")))
-    ema = EMAWeights() if config.ema else None
-    if ema:
-        callbacks.append(ema)  # before the recorder: it checkpoints what this swaps in
     callbacks.append(recorder)  # after the others: sees the learning rate and the logs they set
     bar = sys.stderr.isatty() if verbose == "auto" else verbose == 1
     callbacks.append(EpochPrinter(recorder, steps, bar))  # its lines also go to train.log
@@ -554,7 +578,7 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
             epochs=config.epochs,
             initial_epoch=completed,
             steps_per_epoch=steps,
-            validation_data=val_ds,
+            validation_data=None if local_validation else val_ds,
             callbacks=callbacks,
             shuffle=False,  # the pipeline shuffles (seeded)
             verbose=0,  # EpochPrinter prints
