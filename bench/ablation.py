@@ -211,6 +211,11 @@ def main(argv=None) -> None:
         from skinseg.data_pipeline.split import read_id_list
 
         held_ids = frozenset(read_id_list(args.held_out))
+        from skinseg.data_pipeline.discovery import discover_pairs
+
+        found = {pair.id for pair in discover_pairs(*cross).splits["all"]} & held_ids
+        if not found:
+            p.error(f"--held-out {args.held_out}: none of its IDs is in {cross[0]}; pass --held-out none")
         LEVERS["both data sets"] = (["--data", EXTRA, "--exclude", os.path.abspath(args.held_out)], [])
     os.makedirs(args.out, exist_ok=True)
     cache_path = os.path.join(args.out, "scores.json")

@@ -369,8 +369,16 @@ def test_an_image_too_large_for_the_memory_left_is_named_and_the_others_go_on(tm
     def resize_back(values, size, *args):
         return _out_of_memory() if size == (60, 50) else real(values, size, *args)
 
-    monkeypatch.setattr(segmenter_module, "to_original", resize_back)
     out = tmp_path / "out"
+    before = tmp_path / "before"  # masks of both from an earlier run, then rewritten with --overwrite
+    assert predict.main(["--model", model, str(images), "--out", str(before)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(segmenter_module, "to_original", resize_back)
+    assert predict.main(["--model", model, str(images), "--out", str(before), "--overwrite"]) == 1
+    assert f"(its mask from an earlier run, {before / 'huge.png'}, was removed)" in capsys.readouterr().err
+    assert sorted(os.listdir(before)) == [".skinseg-predict.json", "predictions.csv", "small.png"]
+    with open(before / "predictions.csv", encoding="utf-8") as handle:
+        assert [row.split(",")[1] for row in handle.read().splitlines()[1:]] == ["small.png"]
     assert predict.main(["--model", model, str(images), "--out", str(out)]) == 1
     printed = capsys.readouterr()
     err = printed.err
@@ -388,35 +396,32 @@ def test_an_image_too_large_for_the_memory_left_is_named_and_the_others_go_on(tm
         image_io.read_image(str(images / "huge.png"))
 
 
-def test_running_out_of_memory_elsewhere_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    ("raised", "said"),
+    [
+        (MemoryError(), "MemoryError"),
+        ("tf", "OOM when allocating tensor with shape[8,64,128,128]"),
+    ],
+)
+def test_running_out_of_memory_elsewhere_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, raised, said):
+    import tensorflow as tf
+
     from skinseg.inference import predict_folder
 
+    if raised == "tf":  # what TensorFlow's allocator raises (a full GPU, a container's limit)
+        raised = tf.errors.ResourceExhaustedError(None, None, f"{said} on /job:localhost\nmore detail")
     model = _tiny(str(tmp_path / "m.keras"))
     images = tmp_path / "in"
     images.mkdir()
     keras.utils.save_img(str(images / "a.png"), np.zeros((8, 8, 3), np.uint8))
-    monkeypatch.setattr(predict_folder, "write_masks", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
+
+    def fail(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(predict_folder, "write_masks", fail)
     assert predict.main(["--model", model, str(images), "--out", str(tmp_path / "out")]) == 2
-    assert (
-        capsys.readouterr()
-        .err.strip()
-        .endswith(
-            "error: out of memory; lower --batch-size, shrink the images (predict.py --max-pixels N) or free memory"
-        )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: out of memory ({said}")
+    assert err[-1].endswith(
+        "); lower --batch-size or free memory (predict.py --max-pixels N refuses images too large to decode)"
     )
-
-
-def test_predictions_csv_keeps_one_row_per_mask_for_names_that_are_not_utf8(tmp_path):
-    model = _tiny(str(tmp_path / "m.keras"))
-    images = tmp_path / "in"
-    images.mkdir()
-    odd = os.fsdecode(os.path.join(os.fsencode(str(images)), b"caf\xe9.png"))  # Latin-1 bytes
-    keras.utils.save_img(odd, np.full((40, 30, 3), 90, np.uint8))
-    keras.utils.save_img(str(images / "ok.png"), np.full((40, 30, 3), 90, np.uint8))
-    out = str(tmp_path / "out")
-    for extra in ([], ["--overwrite"]):
-        assert predict.main(["--model", model, str(images), "--out", out, *extra]) == 0
-        with open(os.path.join(out, "predictions.csv"), encoding="utf-8") as handle:  # valid UTF-8
-            lines = handle.read().splitlines()
-        assert [line.split(",")[1] for line in lines[1:]] == ["caf\\udce9.png", "ok.png"]
-    assert os.path.exists(os.path.join(os.fsencode(out), b"caf\xe9.png"))  # the mask keeps its bytes

@@ -48,3 +48,30 @@ def test_dice_score_per_image_with_empty_masks():
     p = keras.ops.convert_to_tensor([[[[0.9], [0.8]]], [[[0.1], [0.2]]]])
     metric.update_state(y, p)
     assert float(metric.result()) == pytest.approx((2 * 1 / 3 + 1.0) / 2)  # 2/3, and 1 for empty/empty
+
+
+def test_replica_local_validation_gives_what_keras_evaluate_gives_on_an_uneven_split():
+    """7 validation images in batches of 3 (3, 3, 1): the callback's val_loss and val_dice equal
+    Keras' own evaluate in one process, and with no strategy nothing is all-reduced."""
+    import numpy as np
+    import tensorflow as tf
+
+    from skinseg.losses import get_loss
+    from skinseg.models.registry import build_model
+    from skinseg.training.callbacks import ReplicaLocalValidation
+
+    rng = np.random.default_rng(0)
+    images = rng.random((7, 32, 32, 3)).astype("float32")
+    masks = (rng.random((7, 32, 32, 1)) > 0.6).astype("float32")
+    packed = tf.data.Dataset.from_tensor_slices(np.concatenate([images, masks], -1)).batch(3)
+    trainer = SegmentationTrainer(build_model("baseline", 32, width=2, depth=1))
+    trainer.compile(optimizer="adam", loss=get_loss("bce_dice"), metrics=[DiceScore()])
+    expected = trainer.evaluate(packed, verbose=0, return_dict=True)
+    callback = ReplicaLocalValidation(packed, [DiceScore()])
+    callback.set_model(trainer)
+    logs = {"loss": 1.0}
+    callback.on_epoch_end(0, logs)
+    assert logs["val_loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    assert logs["val_dice"] == pytest.approx(expected["dice"], abs=1e-6)
+    assert logs["loss"] == 1.0
+    assert callback._agreed([0.25, 0.5]) == [0.25, 0.5]

@@ -161,9 +161,11 @@ def exit_codes(main):
             # of the network, a table); files too large are reported by name where they are read.
             if not is_out_of_memory(err):
                 raise
+            first = (getattr(err, "message", None) or str(err) or type(err).__name__).strip().splitlines()
             print(
-                "error: out of memory; lower --batch-size, shrink the images (predict.py --max-pixels N) "
-                "or free memory",
+                f"error: out of memory ({first[0][:200] if first else type(err).__name__}); lower "
+                "--batch-size or free memory (predict.py --max-pixels N refuses images too large to "
+                "decode)",
                 file=sys.stderr,
             )
             return 2

@@ -225,7 +225,7 @@ def _predict(args, work) -> int:
     if result.overlays_drawn:
         notes.append(f"{result.overlays_drawn} missing overlay(s) drawn from the kept masks")
     if result.overlay_problems:
-        notes.append(f"{len(result.overlay_problems)} kept mask(s) left without an overlay (listed above)")
+        notes.append(f"{len(result.overlay_problems)} mask(s) left without an overlay (listed above)")
     if result.skipped_masks:
         notes.append(f"{result.skipped_masks} ground-truth mask file(s) (*_segmentation) not segmented")
     if result.qualities:

@@ -38,10 +38,13 @@ class ModelLoadError(SkinsegError, RuntimeError):
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    """Python's MemoryError, or OpenCV's own allocation failure (cv2.error, code -4 "Insufficient
-    memory"), as an address-space or container limit makes them: one image too large for the
-    memory left, to be reported with its size rather than as a traceback."""
+    """Python's MemoryError, TensorFlow's ResourceExhaustedError, or OpenCV's own allocation
+    failure (cv2.error, code -4 "Insufficient memory"), as an address-space or container limit (or
+    a full GPU) makes them: to be reported in one line, with the file's size where one is to blame,
+    rather than as a traceback. (By class name: this floor does not import TensorFlow.)"""
     if isinstance(err, MemoryError):
+        return True
+    if type(err).__name__ == "ResourceExhaustedError":  # TensorFlow's "OOM when allocating tensor"
         return True
     return type(err).__module__.startswith("cv2") and getattr(err, "code", None) == -4
 

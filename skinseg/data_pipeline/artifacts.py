@@ -33,6 +33,10 @@ class _ImageOnly(keras.layers.Layer):
         if not training:
             return data
         images = data["images"] if isinstance(data, dict) else data
+        if images.shape[1] is None or images.shape[2] is None:
+            raise ValueError(
+                f"{self.name} draws on images of a known height and width; got shape {images.shape}"
+            )
         images = ops.cast(images, "float32")
         changed = ops.clip(self.change(images), 0.0, 1.0)
         chosen = self.uniform((ops.shape(images)[0], 1, 1, 1)) < self.rate

@@ -65,14 +65,18 @@ def _export(segmenter: Segmenter, out: str, overwrite: bool) -> dict:
         try:
             _build(staging, model, serve, segmenter, h, w)
         except (OSError, tf.errors.OpError) as err:
-            # A full disk or a file-size limit: TensorFlow's writers say so as an OpError, ours as
-            # an OSError; either way nothing under OUT's final names has been touched yet.
-            what = getattr(err, "message", None) or ": ".join(
-                str(part) for part in (err.filename, err.strerror or err) if part
-            )
+            # A full disk or a file-size limit: TensorFlow's writers say so as an OpError naming
+            # the file (other OpErrors, a graph that does not trace, are not about writing: raised
+            # as they are), ours as an OSError; either way nothing under OUT's final names has
+            # been touched yet.
+            if isinstance(err, tf.errors.OpError):
+                if staging not in (err.message or ""):
+                    raise
+                what = err.message.strip().splitlines()[0]
+            else:
+                what = ": ".join(str(part) for part in (err.filename, err.strerror or err) if part)
             raise PredictError(
-                f"{out}: the export could not be written ({what.strip()}); the previous export, if any, "
-                "is unchanged"
+                f"{out}: the export could not be written ({what}); the previous export, if any, is unchanged"
             ) from None
         # the swap: a few renames (the old parts out of the way first, then the new ones in)
         for name in EXPORT_FILES:

@@ -56,10 +56,11 @@ class PredictResult:
     skipped_masks: int = 0  # inputs named like ground-truth masks (ID_segmentation.png)
     other_files: list[str] = field(default_factory=list)  # files in input folders that are not images
     overlays_drawn: int = 0  # overlays drawn for masks that were kept
-    overlay_problems: list[tuple[str, str]] = field(default_factory=list)  # kept masks left without one
+    overlay_problems: list[tuple[str, str]] = field(default_factory=list)  # masks left without an overlay
     stale_overlays: int = 0  # overlays of an earlier run whose masks were written anew without --overlay
     qualities: list = field(default_factory=list)  # (image, mask written, quality.MaskQuality)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (input, why it was not segmented)
+    removed: list[str] = field(default_factory=list)  # masks of an earlier run whose input failed now
     seconds: float = 0.0
     first_batch_seconds: float = 0.0  # tracing and the first batch (loading and folding come before)
 
@@ -252,10 +253,10 @@ def write_masks(segmenter: Segmenter, work: Plan, *, batch_size: int = 8) -> Pre
         decoded = segmenter.read(item[0], full=item[2] is not None)
         return decoded, decoded.array if item[2] is not None else None
 
-    def finish(item, prediction, image) -> None:
+    def finish(item, prediction, image) -> bool:
         """Mask (and overlay) of one image, at its original size, and its quality row. An image
         whose mask at full size does not fit in the memory left is listed as not segmented (or,
-        with --strict, stops the run), and the others go on."""
+        with --strict, stops the run), and the others go on. False: not written."""
         source, target, drawn = item
 
         def out_of_memory(err, size, what: str, problems: list) -> None:
@@ -264,17 +265,17 @@ def write_masks(segmenter: Segmenter, work: Plan, *, batch_size: int = 8) -> Pre
             why = memory_problem(*size, what)
             if work.strict:
                 raise PredictError(f"{source}: {why}") from None
-            problems.append((source, why))
+            problems.append((source, why + _remove_stale(item, result)))
 
         try:
             mask = prediction.mask
             quality = assess(prediction, mask)
+            write_image(target, mask.astype(np.uint8) * 255)
         except (MemoryError, cv2.error) as err:
             out_of_memory(
                 err, prediction.original_size, "resize its mask to the image's size", result.problems
             )
             return False
-        write_image(target, mask.astype(np.uint8) * 255)
         result.qualities.append((source, target, quality))
         if drawn:
             try:
@@ -287,8 +288,8 @@ def write_masks(segmenter: Segmenter, work: Plan, *, batch_size: int = 8) -> Pre
     try:
         _segment_all(segmenter, work, result, load, finish, batch_size, start)
     finally:  # an interrupted run still lists the masks it wrote
-        if result.qualities:
-            write_predictions_csv(work.out, result.qualities)
+        if result.qualities or result.removed:
+            write_predictions_csv(work.out, result.qualities, result.removed)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -311,7 +312,8 @@ def _segment_all(segmenter, work, result, load, finish, batch_size: int, start: 
             if prediction is None:
                 if work.strict:
                     raise PredictError(str(extra))
-                result.problems.append((item[0], getattr(extra, "problem", str(extra))))
+                why = getattr(extra, "problem", str(extra))
+                result.problems.append((item[0], why + _remove_stale(item, result)))
                 continue
             if not result.first_batch_seconds:
                 result.first_batch_seconds = time.perf_counter() - start
@@ -323,12 +325,27 @@ def _segment_all(segmenter, work, result, load, finish, batch_size: int, start: 
         collect(0)
 
 
+def _remove_stale(item, result: PredictResult) -> str:
+    """An input that could not be segmented now, whose mask (and overlay) from an earlier run are
+    in OUT (only with --overwrite: otherwise it would not be segmented again): they are removed, so
+    that OUT, its record and predictions.csv hold this run's results only. The note for its line."""
+    _, target, drawn = item
+    gone = [path for path in (target, drawn) if path and os.path.lexists(path)]
+    for path in gone:
+        os.remove(path)
+    if not gone:
+        return ""
+    result.removed.append(os.path.basename(target))
+    return f" (its mask from an earlier run, {target}, was removed)"
+
+
 PREDICTIONS_CSV = "predictions.csv"
 
 
-def write_predictions_csv(out: str, qualities) -> str:
+def write_predictions_csv(out: str, qualities, removed=()) -> str:
     """OUT/predictions.csv: a row per mask (image, mask, area fraction, touches the border,
-    components, confidence, flagged), the rows of masks written now replacing their earlier ones."""
+    components, confidence, flagged), the rows of masks written now replacing their earlier ones,
+    those of `removed` masks gone."""
     path = os.path.join(out, PREDICTIONS_CSV)
     rows = {}
     if os.path.exists(path):
@@ -337,6 +354,8 @@ def write_predictions_csv(out: str, qualities) -> str:
                 rows = {row["mask"]: row for row in csv.DictReader(handle) if "mask" in row}
         except (OSError, csv.Error):
             rows = {}  # rewritten whole below
+    for name in removed:
+        rows.pop(_as_written(name), None)
     for source, target, quality in qualities:
         # The file is UTF-8: a name that is not (a surrogate escape here) is written escaped, as
         # `caf\udce9.png`, and keyed so, so that a later run replaces its row instead of adding one.

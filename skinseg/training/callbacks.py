@@ -279,19 +279,32 @@ class ReplicaLocalValidation(keras.callbacks.Callback):
     keras/src/backend/tensorflow/trainer.py), which fails as soon as the split does not divide
     evenly ("Shape mismatch in the collective": one replica has 2 images, another 1). After every
     training step all replicas hold the same weights, so each worker validates the whole split
-    itself, with no collective: every worker gets the same numbers, whatever the split's size, and
-    they are the numbers `evaluate` gives in one process (the batch losses averaged weighted by
-    batch size; each metric accumulated over the batches). The price: each worker reads the whole
-    split (validation is a small share of an epoch).
+    itself, whatever the split's size: the numbers `evaluate` gives in one process (the batch
+    losses averaged weighted by batch size; each metric accumulated over the batches). The price:
+    each worker reads the whole split (validation is a small share of an epoch). The workers'
+    values are then averaged in one all-reduce of a fixed shape (one number per log): on a GPU
+    non-deterministic kernels can make them differ in their last bits, and a plateau schedule or
+    early stopping deciding differently on two workers would leave one waiting in a collective.
 
     It must run after EMAWeights (which swaps the averaged weights in at the end of each epoch)
     and before every callback that reads `val_*` logs (plateau, early stopping, the recorder)."""
 
-    def __init__(self, dataset, metrics: list):
+    def __init__(self, dataset, metrics: list, strategy=None):
         super().__init__()
         self.dataset = dataset
         self.metrics = metrics
+        self.strategy = strategy
         self._step = None
+
+    def _agreed(self, values: list[float]) -> list[float]:
+        """The mean of every replica's `values` (the same list of numbers on each)."""
+        if self.strategy is None or self.strategy.num_replicas_in_sync == 1:
+            return values
+        local = tf.constant(values, tf.float32)
+        with self.strategy.scope():
+            per_replica = self.strategy.run(lambda: tf.identity(local))
+            mean = self.strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+        return [float(v) for v in mean.numpy()]
 
     def _batch(self, packed):
         images, masks = packed[..., :3], packed[..., 3:]
@@ -316,6 +329,6 @@ class ReplicaLocalValidation(keras.callbacks.Callback):
             total += float(self._step(packed)) * n
             count += n
         if logs is not None and count:
-            logs["val_loss"] = total / count
-            for metric in self.metrics:
-                logs[f"val_{metric.name}"] = float(metric.result())
+            names = ["val_loss", *(f"val_{metric.name}" for metric in self.metrics)]
+            values = [total / count, *(float(metric.result()) for metric in self.metrics)]
+            logs.update(zip(names, self._agreed(values)))

@@ -552,7 +552,7 @@ def _train(config: RunConfig, run: RunFolder, splits, state, strategy, network, 
         callbacks.append(ema)  # before validation and the recorder: they see the averaged weights
     local_validation = replicas > 1 and val_ds is not None
     if local_validation:  # see ReplicaLocalValidation: Keras' evaluate fails on uneven splits
-        callbacks.append(ReplicaLocalValidation(val_ds, [DiceScore()]))
+        callbacks.append(ReplicaLocalValidation(val_ds, [DiceScore()], strategy))
     callbacks += schedule_callbacks(config)
     recorder.plateau = next((c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
     if config.flooding:
