@@ -335,8 +335,9 @@ def _remove_stale(item, result: PredictResult) -> str:
         os.remove(path)
     if not gone:
         return ""
-    result.removed.append(os.path.basename(target))
-    return f" (its mask from an earlier run, {target}, was removed)"
+    if target in gone:
+        result.removed.append(os.path.basename(target))
+    return f" (from an earlier run, {' and '.join(gone)} removed)"
 
 
 PREDICTIONS_CSV = "predictions.csv"
