@@ -18,6 +18,9 @@ from skinseg.data_pipeline.synthetic import synthetic_pair  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The smallest run that still exercises everything: a 2-level, 4-filter UNet at 32 px.
+# What predict.py --export writes, by name (inference/export.py).
+EXPORTED = ["model.keras", "model.tflite", "postprocess.json", "preprocessing.json", "saved_model"]
+
 TINY_RUN = {
     "model": "baseline",
     "width": 4,

@@ -19,6 +19,7 @@ from skinseg.core.run_folder import RunFolder
 from skinseg.evaluation.spacing import parse_spacing
 from skinseg.inference.network import check_archive, load_segmenter
 from skinseg.models.registry import build_model
+from tests.conftest import EXPORTED
 
 
 def _tiny(path: str) -> str:
@@ -174,7 +175,8 @@ def test_an_export_that_fails_midway_leaves_the_previous_one_whole(tmp_path, mon
 
     out = str(tmp_path / "exported")
     export(Segmenter(build_model("baseline", 32, width=2, depth=1)), out)
-    before = {name: file_digest(os.path.join(out, name)) for name in ("model.tflite", "postprocess.json")}
+    kept = ("model.keras", "model.tflite", "postprocess.json")
+    before = {name: file_digest(os.path.join(out, name)) for name in kept}
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -183,12 +185,7 @@ def test_an_export_that_fails_midway_leaves_the_previous_one_whole(tmp_path, mon
     with pytest.raises(PredictError, match=r"could not be written \(No space left on device\); the previous"):
         export(Segmenter(build_model("baseline", 32, width=4, depth=1)), out, overwrite=True)
     assert {name: file_digest(os.path.join(out, name)) for name in before} == before
-    assert sorted(os.listdir(out)) == [
-        "model.tflite",
-        "postprocess.json",
-        "preprocessing.json",
-        "saved_model",
-    ]
+    assert sorted(os.listdir(out)) == EXPORTED
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from skinseg.models.registry import build_model
 from skinseg.training.config import ConfigError, RunConfig, default_run_name
 from skinseg.training.init_from import load_initial_weights, record
 from skinseg.training.run import run_training
-from tests.conftest import TINY_RUN, make_simple, write_pairs
+from tests.conftest import EXPORTED, TINY_RUN, make_simple, write_pairs
 
 pytestmark = pytest.mark.integration  # trains models or starts processes
 
@@ -165,6 +165,37 @@ def test_an_ensemble_averages_its_members_probabilities(lab):
     other = Segmenter(build_model("baseline", 48, width=4, depth=2))
     with pytest.raises(PredictError, match="same input"):
         Segmenter.ensemble([one, other])
+
+
+def test_an_ensemble_exports_as_one_model_that_predicts_what_the_ensemble_predicts(lab, tmp_path, capsys):
+    """predict.py --model A --model B --export DIR: one SavedModel, TFLite and Keras file averaging
+    the members; DIR/model.keras as --model writes the masks the two --model options write, and
+    the SavedModel gives the ensemble's probabilities."""
+    import tensorflow as tf
+
+    runs, images = lab["runs"], os.path.join(lab["a"], "testing", "image")
+    members = ["--model", os.path.join(runs, "cv-f0"), "--model", os.path.join(runs, "cv-f1")]
+    out = tmp_path / "ens"
+    assert predict.main([*members, "--export", str(out)]) == 0
+    assert "model.keras" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == EXPORTED
+    assert json.load(open(out / "postprocess.json"))["threshold"] == 0.5  # an ensemble's mask step
+    assert predict.main([*members, images, "--out", str(tmp_path / "two")]) == 0
+    assert predict.main(["--model", str(out / "model.keras"), images, "--out", str(tmp_path / "one")]) == 0
+    names = sorted(n for n in os.listdir(tmp_path / "two") if n.endswith(".png"))
+    assert len(names) == 5
+    for name in names:
+        np.testing.assert_array_equal(
+            read_image(str(tmp_path / "one" / name)).array, read_image(str(tmp_path / "two" / name)).array
+        )
+    ensemble = Segmenter.load_ensemble([os.path.join(runs, "cv-f0"), os.path.join(runs, "cv-f1")])
+    image = read_image(os.path.join(images, "ISIC_0000012.jpg")).array
+    expected = ensemble.predict(image).at_input
+    single = Segmenter.from_file(str(out / "model.keras"))
+    np.testing.assert_allclose(single.predict(image).at_input, expected, atol=2e-5)
+    served = tf.saved_model.load(str(out / "saved_model"))
+    x = ensemble.prepare(image)[None].astype("float32") / 255.0
+    np.testing.assert_allclose(served.serve(tf.constant(x)).numpy()[0, ..., 0], expected, atol=2e-5)
 
 
 def test_folds_partition_the_pool_stratified_by_lesion_size(lab):

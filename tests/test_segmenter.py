@@ -155,3 +155,48 @@ def test_the_python_api_from_the_readme_runs_in_a_fresh_process(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "(90, 120) bool 1 0 float32"
+
+
+def _trained_looking(seed: int) -> keras.Model:
+    """A small UNet with random weights and BatchNormalization statistics, so folding them into
+    the convolutions changes the computation (and an error there shows)."""
+    from skinseg.models.registry import build_model
+
+    model = build_model("baseline", 32, width=4, depth=2)
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        values = rng.normal(0.0, 0.5, weight.shape).astype("float32")
+        if "variance" in weight.path:
+            values = np.abs(values) + 0.5
+        weight.assign(values)
+    return model
+
+
+def test_an_ensemble_saved_as_one_model_gives_the_mean_of_its_members(tmp_path):
+    """Segmenter.ensemble runs one model averaging its members (BatchNormalization folded in
+    each); saved, it loads with a plain keras.models.load_model in safe mode, colour constancy
+    inside, and gives the mean of the members' own probabilities."""
+    from skinseg.inference.portable import ensemble_members, has_colour_constancy, portable_model
+
+    spec = Preprocessing(color_constancy=True)
+    members = [Segmenter(portable_model(_trained_looking(seed), spec), spec) for seed in (1, 2, 3)]
+    ensemble = Segmenter.ensemble(members)  # folded, as the members are
+    rng = np.random.default_rng(0)
+    image = (rng.random((45, 61, 3)) * np.array([0.6, 0.9, 1.0]) * 255).astype(np.uint8)
+    unfolded = [Segmenter(m.network, spec, fold=False) for m in members]
+    by_hand = np.mean([member.predict(image).at_input for member in unfolded], axis=0)
+    assert np.ptp(by_hand) > 0.05  # not a constant map
+    np.testing.assert_allclose(ensemble.predict(image).at_input, by_hand, atol=2e-5)
+    assert ensemble.parameters == sum(member.parameters for member in members)
+
+    path = str(tmp_path / "ensemble.keras")
+    ensemble.network.save(path)
+    plain = keras.models.load_model(path, safe_mode=True)
+    assert has_colour_constancy(plain) and len(ensemble_members(plain)) == 3
+    resized = prepare_image(image, (32, 32), Preprocessing())  # the resize alone: the rest is inside
+    np.testing.assert_allclose(plain.predict(resized[None] / 255.0, verbose=0)[0, ..., 0], by_hand, atol=2e-5)
+    loaded = Segmenter.from_file(path)  # on its own: the file says it applies colour constancy
+    assert loaded.preprocessing.color_constancy
+    np.testing.assert_allclose(loaded.predict(image).at_input, by_hand, atol=2e-5)
+    with pytest.raises(PredictError, match="same input"):
+        Segmenter.ensemble([members[0], Segmenter(_brightness_network((32, 32)))])

@@ -3,7 +3,8 @@
 python predict.py --model pretrained photos/ --out masks/       # the shipped model, no training
 python predict.py --model runs/baseline photos/ extra.jpg --out masks/
 python predict.py --model runs/baseline/best.keras photos/ --out masks/ --overlay --tta
-python predict.py --model runs/baseline --export exported/     # SavedModel + TFLite
+python predict.py --model runs/baseline --export exported/     # SavedModel + TFLite + .keras
+python predict.py --model runs/a --model runs/b --export ens/   # an ensemble, as one model
 python predict.py --model runs/cv5-f0 --model runs/cv5-f1 --model runs/cv5-f2 photos/ --out masks/  # ensemble
 """
 
@@ -62,7 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="decode images of up to N pixels (default: Pillow's decompression-bomb guard, 89,478,485, "
         "about 11000x8000; a larger image is skipped with a message)",
     )
-    parser.add_argument("--export", metavar="DIR", help="write a SavedModel and a TFLite file to DIR")
+    parser.add_argument(
+        "--export",
+        metavar="DIR",
+        help="write a SavedModel, a TFLite file and a Keras file to DIR (an ensemble: one model "
+        "averaging its members)",
+    )
     return parser
 
 
@@ -182,10 +188,8 @@ def _run(args) -> int:
 
 def _predict(args, work) -> int:
     from skinseg.inference import predict_folder
-    from skinseg.inference.description import PredictError, describe
+    from skinseg.inference.description import describe
 
-    if args.export and len(args.model) > 1:
-        raise PredictError("--export writes one model; give one --model (an ensemble is not exported)")
     ensemble = len(args.model) > 1
     described = [describe(model, read_post=args.threshold is None and not ensemble) for model in args.model]
     record = _same_options(args, described, work) if work is not None else None
@@ -208,7 +212,7 @@ def _predict(args, work) -> int:
         paths = export(
             segmenter, args.export, overwrite=args.overwrite, locked=same
         )  # --out's lock covers it
-        print(f"exported {paths['saved_model']} and {paths['tflite']}")
+        print(f"exported {paths['saved_model']}, {paths['tflite']} and {paths['keras']}")
     if work is None:
         return 0
     from skinseg.core.atomic import write_json

@@ -1,6 +1,9 @@
-"""Export a Segmenter for serving: a TensorFlow SavedModel and a float32 TFLite file.
+"""Export a Segmenter for serving: a TensorFlow SavedModel, a float32 TFLite file, and the Keras
+file they were made from (`model.keras`; `model.needs-clahe.keras` when the caller must apply
+CLAHE), which `--model` and a plain `keras.models.load_model` read. An ensemble exports as one
+model: its members' probabilities averaged inside the graph (inference.portable.ensemble_network).
 
-Both take float32 RGB images in [0, 1] at the network's input size, (B, H, W, 3), and return
+The graphs take float32 RGB images in [0, 1] at the network's input size, (B, H, W, 3), and return
 lesion probabilities (B, H, W, 1). Colour constancy, when the network was trained with it, is part
 of both graphs; CLAHE is not (OpenCV), and `preprocessing.json` beside them says whether the
 caller must apply it. `postprocess.json` beside them is the mask step (predict.py reads both).
@@ -19,7 +22,7 @@ from skinseg.core.atomic import write_json
 from skinseg.core.faults import fault_point
 from skinseg.core.locking import FolderLock
 from skinseg.data_pipeline.preprocess import shades_of_gray_tf
-from skinseg.inference.portable import has_colour_constancy
+from skinseg.inference.portable import has_colour_constancy, inner_network, portable_model
 from skinseg.inference.segmenter import PredictError, Segmenter
 
 
@@ -36,6 +39,8 @@ def export(segmenter: Segmenter, out: str, overwrite: bool = False, *, locked: b
 
 
 EXPORT_FILES = ("saved_model", "model.tflite", "preprocessing.json", "postprocess.json")
+# One of these, by whether the caller must apply CLAHE (a run folder names its files the same way).
+KERAS_FILES = ("model.keras", "model.needs-clahe.keras")
 STAGING_PREFIX = ".export-"
 
 
@@ -47,7 +52,7 @@ def _export(segmenter: Segmenter, out: str, overwrite: bool) -> dict:
     for name in os.listdir(out):
         if name.startswith(STAGING_PREFIX):
             shutil.rmtree(os.path.join(out, name), ignore_errors=True)
-    present = [name for name in EXPORT_FILES if os.path.exists(os.path.join(out, name))]
+    present = [name for name in EXPORT_FILES + KERAS_FILES if os.path.exists(os.path.join(out, name))]
     if present and not overwrite:
         raise PredictError(
             f"{out}: holds an export already; pass --overwrite to replace it ({', '.join(present)})"
@@ -79,20 +84,35 @@ def _export(segmenter: Segmenter, out: str, overwrite: bool) -> dict:
                 f"{out}: the export could not be written ({what}); the previous export, if any, is unchanged"
             ) from None
         # the swap: a few renames (the old parts out of the way first, then the new ones in)
-        for name in EXPORT_FILES:
+        for name in EXPORT_FILES + KERAS_FILES:
             target = os.path.join(out, name)
             if os.path.isdir(target) and not os.path.islink(target):
                 shutil.rmtree(target)
             elif os.path.lexists(target):
                 os.remove(target)
-            os.rename(os.path.join(staging, name), target)
+            if os.path.exists(os.path.join(staging, name)):
+                os.rename(os.path.join(staging, name), target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"saved_model": os.path.join(out, "saved_model"), "tflite": os.path.join(out, "model.tflite")}
+    return {
+        "saved_model": os.path.join(out, "saved_model"),
+        "tflite": os.path.join(out, "model.tflite"),
+        "keras": os.path.join(out, _keras_name(segmenter.preprocessing)),
+    }
+
+
+def _keras_name(preprocessing) -> str:
+    return KERAS_FILES[1] if preprocessing.clahe else KERAS_FILES[0]
 
 
 def _build(staging: str, model, serve, segmenter: Segmenter, h: int, w: int) -> None:
     """The four parts of an export, in the staging folder."""
+    # The Keras file holds colour constancy itself when the network was trained with it (a file
+    # saved before that existed gets it here), so it needs nothing but the resize (and CLAHE).
+    network = inner_network(model) if has_colour_constancy(model) else model
+    portable_model(network, segmenter.preprocessing).save(
+        os.path.join(staging, _keras_name(segmenter.preprocessing))
+    )
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serve", serve)

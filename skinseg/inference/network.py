@@ -15,7 +15,13 @@ from keras import layers
 
 from skinseg.core.errors import DataError, ModelLoadError
 from skinseg.data_pipeline.preprocess import Preprocessing
-from skinseg.inference.portable import has_colour_constancy, inner_network, portable_model
+from skinseg.inference.portable import (
+    ensemble_members,
+    ensemble_network,
+    has_colour_constancy,
+    inner_network,
+    portable_model,
+)
 
 
 def load_segmenter(path: str) -> keras.Model:
@@ -183,9 +189,13 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
 
 
 def _folded(model: keras.Model) -> keras.Model:
-    """fold_batch_norm of the network, inside its portable wrapper when it has one."""
+    """fold_batch_norm of the network, inside its portable wrapper when it has one, and of each
+    member of an ensemble saved as one model."""
     if has_colour_constancy(model):
-        return portable_model(fold_batch_norm(inner_network(model)), Preprocessing(color_constancy=True))
+        return portable_model(_folded(inner_network(model)), Preprocessing(color_constancy=True))
+    members = ensemble_members(model)
+    if members:
+        return ensemble_network([_folded(member) for member in members], Preprocessing())
     return fold_batch_norm(model)
 
 

@@ -40,6 +40,37 @@ def portable_model(network: keras.Model, preprocessing: Preprocessing) -> keras.
     return keras.Model(image, network(shades_of_gray_ops(image)), name=f"{PORTABLE}_{network.name}")
 
 
+# Name prefix of an ensemble saved as one model (ensemble_network).
+ENSEMBLE = "skinseg_ensemble"
+
+
+def ensemble_network(networks: list[keras.Model], preprocessing: Preprocessing) -> keras.Model:
+    """Several networks of one input size as one functional model whose output is the mean of
+    their lesion probabilities (what Segmenter.ensemble computes), with colour constancy once in
+    front when they were trained with it. Built-in layers only, so the saved file loads with a
+    plain `keras.models.load_model`, exports, and is read by `--model` like any other model.
+    The members keep their weights (shared, not copied); each is re-wrapped under the name
+    member_K because two files' networks carry the same layer and model names."""
+    inner = [inner_network(network) for network in networks]
+    image = keras.Input(inner[0].input_shape[1:], name="image")
+    members = [
+        keras.Model(network.inputs[0], network.outputs[0], name=f"member_{k}")
+        for k, network in enumerate(inner)
+    ]
+    mean = keras.layers.Average(name="mean_probability")([member(image) for member in members])
+    return portable_model(keras.Model(image, mean, name=f"{ENSEMBLE}{len(members)}"), preprocessing)
+
+
+def ensemble_members(model) -> list[keras.Model] | None:
+    """The member networks of an ensemble_network (inside its colour-constancy wrapper or not);
+    None for any other model."""
+    model = inner_network(model)
+    if not str(getattr(model, "name", "")).startswith(ENSEMBLE):
+        return None
+    found = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return found or None
+
+
 def has_colour_constancy(model) -> bool:
     """Whether the model applies colour constancy itself (a portable_model)."""
     return str(getattr(model, "name", "")).startswith(PORTABLE) and _nested(model) is not None

@@ -48,7 +48,7 @@ from skinseg.inference.network import (
     predict_probabilities,
     stream_predictions,
 )
-from skinseg.inference.portable import has_colour_constancy
+from skinseg.inference.portable import ensemble_network, has_colour_constancy
 from skinseg.inference.postprocess import PostProcessing
 
 __all__ = ["PRETRAINED", "Described", "PredictError", "Prediction", "Segmenter", "describe"]
@@ -77,16 +77,6 @@ class Prediction:
     @property
     def mask_at_input(self) -> np.ndarray:
         return self.post.apply(self.at_input)
-
-
-class _Averaged:
-    """An ensemble's forward pass: its members' probabilities averaged."""
-
-    def __init__(self, forwards: list):
-        self.forwards = forwards
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.mean([forward(images) for forward in self.forwards], axis=0)
 
 
 class Segmenter:
@@ -120,6 +110,7 @@ class Segmenter:
         self.tta = tta
         self.source = source
         self.members = (self,)  # an ensemble's: its segmenters (Segmenter.ensemble)
+        self._fold = fold
         self._forward = Forward(network, fold=fold)
 
     def __repr__(self) -> str:
@@ -203,17 +194,25 @@ class Segmenter:
                 "an ensemble's models must prepare images alike: some apply colour constancy inside "
                 "their file and others do not (save them again with this version)"
             )
+        # One model, the members' probabilities averaged inside it: what runs here is what an
+        # export (or a saved copy) of the ensemble holds.
+        combined.network = ensemble_network([m.network for m in members], first.preprocessing)
+        combined._outside = (
+            dataclasses.replace(first.preprocessing, color_constancy=False)
+            if has_colour_constancy(combined.network)
+            else first.preprocessing
+        )
         combined.members = tuple(members)
         combined.source = " + ".join(str(m.source) for m in members)
         combined.post = post if post is not None else PostProcessing()
         combined.tta = tta
-        combined._forward = _Averaged([m._forward for m in members])
+        combined._forward = Forward(combined.network, fold=first._fold)
         return combined
 
     @property
     def parameters(self) -> int:
-        """Parameters of the network, or of all an ensemble's networks."""
-        return sum(int(m.network.count_params()) for m in self.members)
+        """Parameters of the network (an ensemble's: all its members')."""
+        return int(self.network.count_params())
 
     def with_options(self, *, tta: bool | None = None, post: PostProcessing | None = None) -> Segmenter:
         """The same network (and its traced pass) with another TTA setting or mask step."""
