@@ -322,7 +322,15 @@ def _interrupt(args, point: str, tmp_path, signum=signal.SIGINT):
     marker = tmp_path / f"reached-{point.replace(':', '-')}"
     env = {**os.environ, "SKINSEG_FAULT_POINT": point, "SKINSEG_FAULT_MARKER": str(marker)}
     process = subprocess.Popen(
-        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        args,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        # A shell starts background jobs (`pytest ... &`) with SIGINT ignored, and Python then
+        # installs no Ctrl-C handler: the child gets the default back, as in a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     end = time.time() + 300
     while not marker.exists() and process.poll() is None and time.time() < end:

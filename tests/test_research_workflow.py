@@ -178,7 +178,7 @@ def test_an_ensemble_exports_as_one_model_that_predicts_what_the_ensemble_predic
     out = tmp_path / "ens"
     assert predict.main([*members, "--export", str(out)]) == 0
     assert "model.keras" in capsys.readouterr().out
-    assert sorted(os.listdir(out)) == EXPORTED
+    assert sorted(os.listdir(out)) == sorted([*EXPORTED, "trained_on.json"])
     assert json.load(open(out / "postprocess.json"))["threshold"] == 0.5  # an ensemble's mask step
     assert predict.main([*members, images, "--out", str(tmp_path / "two")]) == 0
     assert predict.main(["--model", str(out / "model.keras"), images, "--out", str(tmp_path / "one")]) == 0
@@ -196,6 +196,23 @@ def test_an_ensemble_exports_as_one_model_that_predicts_what_the_ensemble_predic
     served = tf.saved_model.load(str(out / "saved_model"))
     x = ensemble.prepare(image)[None].astype("float32") / 255.0
     np.testing.assert_allclose(served.serve(tf.constant(x)).numpy()[0, ..., 0], expected, atol=2e-5)
+
+    # trained_on.json keeps what the members trained on: the export cannot be scored on those images
+    leak = tmp_path / "leak"
+    for kind in ("image", "label"):
+        shutil.copytree(os.path.join(lab["a"], "training", kind), leak / "testing" / kind)
+    capsys.readouterr()
+    scored = ["--model", str(out / "model.keras"), "--runs-dir", str(tmp_path / "runs")]
+    assert evaluate.main([*scored, "--data", str(leak)]) == 2
+    assert "the ensemble's run cv-f" in capsys.readouterr().err
+    assert evaluate.main([*scored, "--data", lab["b"]]) == 0
+    (summary,) = [
+        os.path.join(root, name)
+        for root, _, names in os.walk(tmp_path / "runs")
+        for name in names
+        if name == "summary.json"
+    ]
+    assert json.load(open(summary))["trained_on"] == "the data of cv-f0 + cv-f1 (trained_on.json)"
 
 
 def test_folds_partition_the_pool_stratified_by_lesion_size(lab):

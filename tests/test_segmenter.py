@@ -200,3 +200,45 @@ def test_an_ensemble_saved_as_one_model_gives_the_mean_of_its_members(tmp_path):
     np.testing.assert_allclose(loaded.predict(image).at_input, by_hand, atol=2e-5)
     with pytest.raises(PredictError, match="same input"):
         Segmenter.ensemble([members[0], Segmenter(_brightness_network((32, 32)))])
+
+
+def test_a_network_twice_or_an_ensemble_inside_another_saves_loads_and_folds(tmp_path):
+    """The same network object twice (Keras would save its weights once and fail to load the file)
+    gets a copy; an ensemble saved as one model, used as a member of another, is still folded
+    member by member; --init-from refuses an ensemble, saying why."""
+    from skinseg.inference.network import _folded
+    from skinseg.inference.portable import ensemble_members
+    from skinseg.training.config import ConfigError
+    from skinseg.training.init_from import load_initial_weights
+
+    a, b, c = (Segmenter(_trained_looking(seed)) for seed in (4, 5, 6))
+    image = (np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8)
+    twice = Segmenter.ensemble([a, a])
+    assert twice.parameters == 2 * a.parameters
+    path = str(tmp_path / "twice.keras")
+    twice.network.save(path)
+    np.testing.assert_allclose(
+        Segmenter.from_file(path).predict(image).at_input, a.predict(image).at_input, atol=2e-5
+    )
+
+    inner = str(tmp_path / "ab.keras")
+    Segmenter.ensemble([a, b]).network.save(inner)
+    nested = Segmenter.ensemble([Segmenter.from_file(inner), c])
+    expected = (a.predict(image).at_input + b.predict(image).at_input) / 4 + c.predict(image).at_input / 2
+    np.testing.assert_allclose(nested.predict(image).at_input, expected, atol=2e-5)
+    assert len(ensemble_members(nested.network)) == 2
+
+    def batch_norms(model):
+        return sum(
+            batch_norms(layer)
+            if isinstance(layer, keras.Model)
+            else isinstance(layer, keras.layers.BatchNormalization)
+            for layer in model.layers
+        )
+
+    assert batch_norms(nested.network) > 0 and batch_norms(_folded(nested.network)) == 0
+
+    from skinseg.core.run_folder import file_digest
+
+    with pytest.raises(ConfigError, match="an ensemble of 2 networks saved as one model"):
+        load_initial_weights(_trained_looking(7), {"path": inner, "sha256": file_digest(inner)})

@@ -43,6 +43,7 @@ from skinseg.evaluation.score_run import (
     test_set_record,
 )
 from skinseg.evaluation.spacing import parse_spacing, spacing_digest
+from skinseg.inference.description import TRAINED_ON, training_records
 from skinseg.inference.overlay import overlay
 from skinseg.inference.postprocess import PostProcessing
 from skinseg.inference.segmenter import Segmenter
@@ -152,10 +153,15 @@ def _run_of(path: str) -> RunFolder | None:
     return run if run.has_config() else None
 
 
-def _trained_on(model: str, run: RunFolder | None) -> str:
+def _trained_on(model: str, path: str, run: RunFolder | None) -> str:
     if run is not None:
         return data_label(RunConfig.load(run.config_path))
-    return "the shipped model's data (MODEL_CARD.md)" if model_label(model) == "pretrained" else "unknown"
+    if model_label(model) == "pretrained":
+        return "the shipped model's data (MODEL_CARD.md)"
+    records = training_records(path)
+    if records:  # an export: the runs it was made from, as trained_on.json names them
+        return f"the data of {' + '.join(r['name'] for r in records)} ({TRAINED_ON})"
+    return "unknown"
 
 
 def _loss_of(runs: list[RunFolder | None]) -> str:
@@ -165,18 +171,19 @@ def _loss_of(runs: list[RunFolder | None]) -> str:
     return names.pop() if len(names) == 1 else "bce"
 
 
-def _check_overlap(runs: list[RunFolder | None], infos, allow_overlap: bool) -> int:
-    """Test images any member run trained or selected its model on (by ID or pixels)."""
+def _check_overlap(paths: list[str], infos, allow_overlap: bool) -> int:
+    """Test images any network trained or selected its model on (by ID or pixels), from its run
+    folder's split.json or the trained_on.json beside an export (each member of an ensemble)."""
+    records = [record for path in paths for record in training_records(path) or []]
     seen, by = set(), []
-    for run in runs:
-        if run is not None and os.path.exists(run.split_path):
-            found = overlap_with_record(infos, run.read_split_record())
-            if found:
-                seen.update(found)
-                by.append(run.name)
+    for record in records:
+        found = overlap_with_record(infos, {"train": record["rows"]})
+        if found:
+            seen.update(found)
+            by.append(record["name"])
     if seen and not allow_overlap:
         first = sorted(seen)[0]
-        who = "the run" if len(runs) == 1 else f"the ensemble's run {by[0]}"
+        who = "the run" if len(records) == 1 else f"the ensemble's run {by[0]}"
         raise EvaluationError(
             f"{first}: {who} trained or selected its model on this image ({len(seen)} of the "
             f"{len(infos)} test images, by ID or by pixels); a test score on them would be a training "
@@ -215,7 +222,7 @@ def evaluate_models(
     digests = [file_digest(path) for path in paths]
     runs = [_run_of(path) for path in paths]
     infos, set_name = labelled_pairs(settings.data, segmenter.input_size, skip_bad)
-    overlap = _check_overlap(runs, infos, allow_overlap)
+    overlap = _check_overlap(paths, infos, allow_overlap)
     pairs = [info.pair for info in infos]
     for pair in pairs:  # every image has its spacing (or none has), checked before scoring
         spacing_of(pair.id)
@@ -239,7 +246,9 @@ def evaluate_models(
         run=label,
         kind="ensemble" if len(models) > 1 else "model",
         test_set=test_set,
-        trained_on=" + ".join(dict.fromkeys(_trained_on(m, run) for m, run in zip(models, runs))),
+        trained_on=" + ".join(
+            dict.fromkeys(_trained_on(m, path, run) for m, path, run in zip(models, paths, runs))
+        ),
         models=[{"model": m, "path": path, "sha256": d} for m, path, d in zip(models, paths, digests)],
         model_sha256=digests[0] if len(digests) == 1 else None,
         params=segmenter.parameters,

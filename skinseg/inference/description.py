@@ -150,6 +150,44 @@ def read_postprocess(folder: str, network_path: str) -> tuple[PostProcessing, st
         raise PredictError(str(err)) from None
 
 
+# Beside an export: the images each of its networks trained or selected its model on, so that
+# evaluate.py can refuse to score them as a test set (a run folder keeps them in split.json).
+TRAINED_ON = "trained_on.json"
+
+
+def training_records(path: str) -> list[dict] | None:
+    """For a network file: one {"name", "rows"} per network it holds (an ensemble: each member)
+    with the training and validation images (rows of id and digest) it was made from, from its run
+    folder's split.json or from the trained_on.json an export wrote beside it. None when nothing
+    records them (a file on its own), or when trained_on.json was written for another file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    run = RunFolder(folder)
+    if run.has_config():
+        record = run.read_split_record()
+        if not record:
+            return None
+        rows = [row for name in ("train", "validation") for row in record.get(name, [])]
+        return [{"name": run.name, "rows": rows}]
+    beside = os.path.join(folder, TRAINED_ON)
+    if not os.path.exists(beside):
+        return None
+    data = json_object(beside)
+    if data.get("network_sha256") != file_digest(path):
+        log.warning("%s: written for another network than %s; its training images are unknown", beside, path)
+        return None
+    members = data.get("members")
+    if not isinstance(members, list) or not all(
+        isinstance(m, dict)
+        and isinstance(m.get("name"), str)
+        and isinstance(m.get("rows"), (list, type(None)))
+        for m in members
+    ):
+        raise PredictError(f"{beside}: not a record of training images (members: name, rows)")
+    if any(m["rows"] is None for m in members):
+        return None  # a member of unknown origin: the whole model's training images are unknown
+    return members
+
+
 def json_object(path: str) -> dict:
     """A JSON file that must hold an object; anything else is a PredictError naming it."""
     try:

@@ -21,13 +21,17 @@ import tensorflow as tf
 from skinseg.core.atomic import write_json
 from skinseg.core.faults import fault_point
 from skinseg.core.locking import FolderLock
+from skinseg.core.run_folder import file_digest
 from skinseg.data_pipeline.preprocess import shades_of_gray_tf
+from skinseg.inference.description import TRAINED_ON, training_records
 from skinseg.inference.portable import has_colour_constancy, inner_network, portable_model
 from skinseg.inference.segmenter import PredictError, Segmenter
 
 
 def export(segmenter: Segmenter, out: str, overwrite: bool = False, *, locked: bool = False) -> dict:
-    """Writes OUT/saved_model, OUT/model.tflite, OUT/preprocessing.json, OUT/postprocess.json,
+    """Writes OUT/saved_model, OUT/model.tflite, OUT/model.keras (model.needs-clahe.keras),
+    OUT/preprocessing.json, OUT/postprocess.json and, when every network records what it trained
+    on, OUT/trained_on.json;
     one writer at a time (the folder is locked; `locked`: the caller holds OUT's lock already)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise PredictError(f"{out}: --export is a file; it must be a folder")
@@ -41,18 +45,20 @@ def export(segmenter: Segmenter, out: str, overwrite: bool = False, *, locked: b
 EXPORT_FILES = ("saved_model", "model.tflite", "preprocessing.json", "postprocess.json")
 # One of these, by whether the caller must apply CLAHE (a run folder names its files the same way).
 KERAS_FILES = ("model.keras", "model.needs-clahe.keras")
+# Written when every network in the export records its training images (inference.description).
+OPTIONAL_FILES = (*KERAS_FILES, TRAINED_ON)
 STAGING_PREFIX = ".export-"
 
 
 def _export(segmenter: Segmenter, out: str, overwrite: bool) -> dict:
-    """All four parts built in a staging folder inside OUT, then moved in together: a kill while
+    """All parts built in a staging folder inside OUT, then moved in together: a kill while
     building (TFLite conversion takes the longest) leaves the previous export whole, and the
     staging folder of a killed export is removed by the next one (the lock says none is running)."""
     preprocessing, model = segmenter.preprocessing, segmenter.network
     for name in os.listdir(out):
         if name.startswith(STAGING_PREFIX):
             shutil.rmtree(os.path.join(out, name), ignore_errors=True)
-    present = [name for name in EXPORT_FILES + KERAS_FILES if os.path.exists(os.path.join(out, name))]
+    present = [name for name in EXPORT_FILES + OPTIONAL_FILES if os.path.exists(os.path.join(out, name))]
     if present and not overwrite:
         raise PredictError(
             f"{out}: holds an export already; pass --overwrite to replace it ({', '.join(present)})"
@@ -84,13 +90,13 @@ def _export(segmenter: Segmenter, out: str, overwrite: bool) -> dict:
                 f"{out}: the export could not be written ({what}); the previous export, if any, is unchanged"
             ) from None
         # the swap: a few renames (the old parts out of the way first, then the new ones in)
-        for name in EXPORT_FILES + KERAS_FILES:
+        for name in EXPORT_FILES + OPTIONAL_FILES:
             target = os.path.join(out, name)
             if os.path.isdir(target) and not os.path.islink(target):
                 shutil.rmtree(target)
             elif os.path.lexists(target):
                 os.remove(target)
-            if os.path.exists(os.path.join(staging, name)):
+            if name in EXPORT_FILES or os.path.exists(os.path.join(staging, name)):
                 os.rename(os.path.join(staging, name), target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -106,13 +112,21 @@ def _keras_name(preprocessing) -> str:
 
 
 def _build(staging: str, model, serve, segmenter: Segmenter, h: int, w: int) -> None:
-    """The four parts of an export, in the staging folder."""
+    """The parts of an export, in the staging folder."""
     # The Keras file holds colour constancy itself when the network was trained with it (a file
     # saved before that existed gets it here), so it needs nothing but the resize (and CLAHE).
     network = inner_network(model) if has_colour_constancy(model) else model
-    portable_model(network, segmenter.preprocessing).save(
-        os.path.join(staging, _keras_name(segmenter.preprocessing))
-    )
+    keras_path = os.path.join(staging, _keras_name(segmenter.preprocessing))
+    portable_model(network, segmenter.preprocessing).save(keras_path)
+    members = [training_records(m.source) if m.source else None for m in segmenter.members]
+    if all(record is not None for record in members):
+        write_json(
+            os.path.join(staging, TRAINED_ON),
+            {
+                "network_sha256": file_digest(keras_path),
+                "members": [member for record in members for member in record],
+            },
+        )
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serve", serve)

@@ -206,14 +206,19 @@ class Forward:
     it was slower there in every configuration."""
 
     def __init__(self, model: keras.Model, jit_compile: bool = False, fold: bool = True):
-        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
         self.model = model
-        run = _folded(model) if fold else model
-        self._fn = tf.function(
-            lambda x: run(x, training=False), input_signature=[spec], jit_compile=jit_compile
-        )
+        self._options = (jit_compile, fold)
+        self._fn = None  # built on the first call: an ensemble's members are folded inside it only
+
+    def _build(self):
+        jit_compile, fold = self._options
+        spec = tf.TensorSpec([None, *self.model.input_shape[1:]], tf.float32)
+        run = _folded(self.model) if fold else self.model
+        return tf.function(lambda x: run(x, training=False), input_signature=[spec], jit_compile=jit_compile)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
+        if self._fn is None:
+            self._fn = self._build()
         out = self._fn(tf.constant(images, tf.float32)).numpy()[..., 0]
         if not np.isfinite(out).all():  # finite weights can still overflow (e.g. BatchNorm stats)
             raise ModelLoadError(

@@ -42,6 +42,7 @@ def portable_model(network: keras.Model, preprocessing: Preprocessing) -> keras.
 
 # Name prefix of an ensemble saved as one model (ensemble_network).
 ENSEMBLE = "skinseg_ensemble"
+MEAN = "mean_probability"
 
 
 def ensemble_network(networks: list[keras.Model], preprocessing: Preprocessing) -> keras.Model:
@@ -51,23 +52,34 @@ def ensemble_network(networks: list[keras.Model], preprocessing: Preprocessing) 
     plain `keras.models.load_model`, exports, and is read by `--model` like any other model.
     The members keep their weights (shared, not copied); each is re-wrapped under the name
     member_K because two files' networks carry the same layer and model names."""
-    inner = [inner_network(network) for network in networks]
+    inner, seen = [], set()
+    for network in networks:
+        network = inner_network(network)
+        if seen & {id(weight) for weight in network.weights}:
+            # One network twice (or inside another member): Keras saves shared weights once and
+            # then cannot load the file, so this member gets its own copy.
+            copy = keras.models.clone_model(network)
+            copy.set_weights(network.get_weights())
+            network = copy
+        seen.update(id(weight) for weight in network.weights)
+        inner.append(network)
     image = keras.Input(inner[0].input_shape[1:], name="image")
     members = [
         keras.Model(network.inputs[0], network.outputs[0], name=f"member_{k}")
         for k, network in enumerate(inner)
     ]
-    mean = keras.layers.Average(name="mean_probability")([member(image) for member in members])
+    mean = keras.layers.Average(name=MEAN)([member(image) for member in members])
     return portable_model(keras.Model(image, mean, name=f"{ENSEMBLE}{len(members)}"), preprocessing)
 
 
 def ensemble_members(model) -> list[keras.Model] | None:
     """The member networks of an ensemble_network (inside its colour-constancy wrapper or not);
     None for any other model."""
-    model = inner_network(model)
-    if not str(getattr(model, "name", "")).startswith(ENSEMBLE):
+    # By structure, not by name: inside another ensemble a member is renamed member_K.
+    layers = getattr(inner_network(model), "layers", [])
+    if not any(isinstance(layer, keras.layers.Average) and layer.name == MEAN for layer in layers):
         return None
-    found = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    found = [layer for layer in layers if isinstance(layer, keras.Model)]
     return found or None
 
 

@@ -188,12 +188,6 @@ class Segmenter:
                     f"{other.input_size} with {other.preprocessing}"
                 )
         combined = copy.copy(first)
-        # Each member's own preparation (colour constancy inside its file or not) must agree too.
-        if len({m._outside for m in members}) > 1:
-            raise PredictError(
-                "an ensemble's models must prepare images alike: some apply colour constancy inside "
-                "their file and others do not (save them again with this version)"
-            )
         # One model, the members' probabilities averaged inside it: what runs here is what an
         # export (or a saved copy) of the ensemble holds.
         combined.network = ensemble_network([m.network for m in members], first.preprocessing)

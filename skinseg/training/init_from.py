@@ -109,6 +109,14 @@ def load_initial_weights(network, init_source: dict) -> None:
         source = bare_network(load_segmenter(path))
     except ModelLoadError as err:
         raise ConfigError(f"--init-from: {err}") from None
+    from skinseg.inference.portable import ensemble_members
+
+    members = ensemble_members(source)
+    if members:
+        raise ConfigError(
+            f"--init-from {path}: an ensemble of {len(members)} networks saved as one model; one network "
+            "is fine-tuned at a time: start from one of its members (a run folder or its best.keras)"
+        )
     theirs = [layer for layer in source.layers if layer.weights]
     ours = [layer for layer in network.layers if layer.weights]
     for index, (a, b) in enumerate(zip(ours, theirs)):
