@@ -92,6 +92,30 @@ def test_run_folder_safety(simple_dataset, tmp_path):
     (killed_early / ".tmp-999-config.json").write_text("{")
     with pytest.raises(RunFolderError, match="nothing to resume"):
         run_training(_config(simple_dataset, killed_early), resume=True, verbose=0)
+    assert sorted(os.listdir(killed_early)) == [".tmp-999-config.json"]  # no lock file left behind
+    starting = tmp_path / "starting"  # another process holds it and has not written config.json yet
+    starting.mkdir()
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); f.write('process 4242'); f.flush(); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)",
+            str(starting / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunFolderError, match="starting is in use by process 4242"):
+            run_training(_config(simple_dataset, starting), resume=True, verbose=0)
+    finally:
+        holder.kill()
+        holder.wait()
     assert run_training(_config(simple_dataset, killed_early, epochs=1), verbose=0).completed_epochs == 1
     precious = tmp_path / "documents"
     precious.mkdir()

@@ -266,6 +266,11 @@ def resume_run(out: str, *, given: dict | None = None):
     Returns (config, run folder (locked), splits, resume state or None)."""
     run = RunFolder(out)
     if not run.has_config():
+        if os.path.isdir(run.path):
+            # A run that is starting holds the folder before its config.json is written: that
+            # process is named (RunLockedError), not "nothing to resume".
+            run.lock()
+            run.release_untouched()
         raise RunFolderError(f"{run.path}: nothing to resume (no config.json); start it without --resume")
     run.lock()
     try:
