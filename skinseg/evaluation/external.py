@@ -153,12 +153,11 @@ def _run_of(path: str) -> RunFolder | None:
     return run if run.has_config() else None
 
 
-def _trained_on(model: str, path: str, run: RunFolder | None) -> str:
+def _trained_on(model: str, run: RunFolder | None, records: list[dict] | None) -> str:
     if run is not None:
         return data_label(RunConfig.load(run.config_path))
     if model_label(model) == "pretrained":
         return "the shipped model's data (MODEL_CARD.md)"
-    records = training_records(path)
     if records:  # an export: the runs it was made from, as trained_on.json names them
         return f"the data of {' + '.join(r['name'] for r in records)} ({TRAINED_ON})"
     return "unknown"
@@ -171,10 +170,10 @@ def _loss_of(runs: list[RunFolder | None]) -> str:
     return names.pop() if len(names) == 1 else "bce"
 
 
-def _check_overlap(paths: list[str], infos, allow_overlap: bool) -> int:
-    """Test images any network trained or selected its model on (by ID or pixels), from its run
-    folder's split.json or the trained_on.json beside an export (each member of an ensemble)."""
-    records = [record for path in paths for record in training_records(path) or []]
+def _check_overlap(records: list[dict], infos, allow_overlap: bool) -> int:
+    """Test images any network trained or selected its model on (by ID or pixels): `records`, from
+    its run folder's split.json or the trained_on.json beside an export (each member of an
+    ensemble; description.training_records)."""
     seen, by = set(), []
     for record in records:
         found = overlap_with_record(infos, {"train": record["rows"]})
@@ -222,7 +221,9 @@ def evaluate_models(
     digests = [file_digest(path) for path in paths]
     runs = [_run_of(path) for path in paths]
     infos, set_name = labelled_pairs(settings.data, segmenter.input_size, skip_bad)
-    overlap = _check_overlap(paths, infos, allow_overlap)
+    # what each network trained on, read once (split.json, or trained_on.json beside an export)
+    recorded = [training_records(path, digest) for path, digest in zip(paths, digests)]
+    overlap = _check_overlap([r for found in recorded for r in found or []], infos, allow_overlap)
     pairs = [info.pair for info in infos]
     for pair in pairs:  # every image has its spacing (or none has), checked before scoring
         spacing_of(pair.id)
@@ -247,7 +248,7 @@ def evaluate_models(
         kind="ensemble" if len(models) > 1 else "model",
         test_set=test_set,
         trained_on=" + ".join(
-            dict.fromkeys(_trained_on(m, path, run) for m, path, run in zip(models, paths, runs))
+            dict.fromkeys(_trained_on(m, run, found) for m, run, found in zip(models, runs, recorded))
         ),
         models=[{"model": m, "path": path, "sha256": d} for m, path, d in zip(models, paths, digests)],
         model_sha256=digests[0] if len(digests) == 1 else None,

@@ -155,11 +155,12 @@ def read_postprocess(folder: str, network_path: str) -> tuple[PostProcessing, st
 TRAINED_ON = "trained_on.json"
 
 
-def training_records(path: str) -> list[dict] | None:
+def training_records(path: str, digest: str | None = None) -> list[dict] | None:
     """For a network file: one {"name", "rows"} per network it holds (an ensemble: each member)
     with the training and validation images (rows of id and digest) it was made from, from its run
     folder's split.json or from the trained_on.json an export wrote beside it. None when nothing
-    records them (a file on its own), or when trained_on.json was written for another file."""
+    records them (a file on its own), or when trained_on.json was written for another file.
+    `digest`: the file's SHA-256 when the caller has it already."""
     folder = os.path.dirname(os.path.abspath(path))
     run = RunFolder(folder)
     if run.has_config():
@@ -172,7 +173,7 @@ def training_records(path: str) -> list[dict] | None:
     if not os.path.exists(beside):
         return None
     data = json_object(beside)
-    if data.get("network_sha256") != file_digest(path):
+    if data.get("network_sha256") != (digest or file_digest(path)):
         log.warning("%s: written for another network than %s; its training images are unknown", beside, path)
         return None
     members = data.get("members")

@@ -115,7 +115,7 @@ def _build(staging: str, model, serve, segmenter: Segmenter, h: int, w: int) -> 
     """The parts of an export, in the staging folder."""
     # The Keras file holds colour constancy itself when the network was trained with it (a file
     # saved before that existed gets it here), so it needs nothing but the resize (and CLAHE).
-    network = inner_network(model) if has_colour_constancy(model) else model
+    network = inner_network(model)
     keras_path = os.path.join(staging, _keras_name(segmenter.preprocessing))
     portable_model(network, segmenter.preprocessing).save(keras_path)
     members = [training_records(m.source) if m.source else None for m in segmenter.members]
