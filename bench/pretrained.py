@@ -86,16 +86,18 @@ def main(argv=None) -> None:
     finish("pretrained", args, [row], [k for k in row if k != "mask_step"], {"test_dice": row["dice"]})
 
 
-def _repeats(path: str) -> list[float]:
-    """Test Dice of the same command's runs over seeds, from bench.ablation (empty without them)."""
+def _repeats(path: str) -> list[dict]:
+    """The same command's runs over seeds, from bench.ablation's "both data sets" lever (empty
+    without them): each with its test Dice ("dice") and, where the lever kept the cross-source
+    hold-out out of training, its Dice there ("held")."""
     if not path or not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as handle:
         runs = json.load(handle).get("both data sets", {}).get("runs", [])
-    return [float(r["dice"]) for r in runs]
+    return [{"dice": float(r["dice"]), "held": r.get("held")} for r in runs]
 
 
-def install(run, summary: dict, row: dict, command: str, repeats: list[float] = ()) -> None:
+def install(run, summary: dict, row: dict, command: str, repeats: list[dict] = ()) -> None:
     from skinseg.core.atomic import atomic_path, write_json, write_text
     from skinseg.inference.description import PRETRAINED
     from skinseg.training.config import RunConfig
@@ -125,21 +127,34 @@ def install(run, summary: dict, row: dict, command: str, repeats: list[float] = 
     write_text(os.path.join(TARGET, "MODEL_CARD.md"), card(config, summary, row, command, counts, repeats))
 
 
-def card(config, summary: dict, row: dict, command: str, counts: dict, repeats: list[float] = ()) -> str:
+def card(config, summary: dict, row: dict, command: str, counts: dict, repeats: list[dict] = ()) -> str:
     from skinseg.evaluation.table import mean_sd
 
     m = summary["metrics"]
-    if len(repeats) > 1:
+    test = [r["dice"] for r in repeats if r.get("held") is None]
+    held = [r["held"] for r in repeats if r.get("held") is not None]
+    if len(test) > 1:
         spread = textwrap.fill(
-            f'- The same command over {len(repeats)} seeds (bench.ablation, lever "both data sets"; this '
-            f"model is one of them) scored Dice {mean_sd(repeats, '{:.4f}')} "
-            f"(runs: {', '.join(f'{d:.4f}' for d in repeats)}): another run of it is about that far from "
+            f'- The same command over {len(test)} seeds (bench.ablation, lever "both data sets"; this '
+            f"model is one of them) scored Dice {mean_sd(test, '{:.4f}')} "
+            f"(runs: {', '.join(f'{d:.4f}' for d in test)}): another run of it is about that far from "
             "this one.",
             width=100,
             subsequent_indent="  ",
         )
     else:
         spread = "- One training run (no seed repeats): another run of the same command differs by about 0.01 Dice."
+    if held:
+        # the lever's runs trained without the hold-out: what this model would score on acquisitions
+        # it has not seen, which its own score there (it trained on them) cannot say
+        spread += "\n" + textwrap.fill(
+            f"- Out of distribution: on the 401 images of the cross-source hold-out "
+            f"(bench/cross_source_holdout.txt, later ISIC acquisitions), the same command trained "
+            f"without them scored Dice {mean_sd(held, '{:.4f}')} over {len(held)} seed(s) "
+            f"(bench.ablation), against {m['dice']['mean']:.4f} here in distribution.",
+            width=100,
+            subsequent_indent="  ",
+        )
     lo, hi = m["dice"]["ci95"]
     data_lines = "\n".join(
         f"| {name} | {c['train']} | {c['validation']} | {c['test']} |" for name, c in counts.items()
@@ -184,9 +199,12 @@ pixels of a 128x128 image; on a full-resolution photograph the same error spans 
 - Images are stretched to a square; very elongated images lose resolution along their long side.
 {spread}
 - ISIC's population (mostly fair skin, a few institutions); accuracy on other skin types and
-  other clinics' devices is not measured here. On the one cross-source check the project has
-  (ISIC 2018 images, models trained on the reference set only), `predict.py --tta` (four flipped
-  passes) raised Dice for every seed: see BENCHMARKS.md, bench.ablation.
+  other clinics' devices is not measured here. On the cross-source check of models trained on the
+  reference set only (1,694 other ISIC 2018 images), `predict.py --tta` (four flipped passes) raised
+  Dice for every seed: see BENCHMARKS.md, bench.ablation.
+- Which masks to distrust: `predict.py` flags masks whose confidence (predictions.csv) is below
+  0.31; how well that confidence ranks masks by their real Dice out of distribution is measured in
+  BENCHMARKS.md ("Per-image confidence"; `python -m bench.confidence` on labelled images of yours).
 """
 
 
