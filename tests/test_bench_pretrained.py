@@ -32,30 +32,34 @@ def _card(repeats):
     )
 
 
-def test_the_card_reports_the_hold_out_from_runs_that_never_trained_on_it(tmp_path):
-    record = {
-        "both data sets": {
-            "runs": [
-                {"dice": 0.926, "held": None},
-                {"dice": 0.928, "held": None},
-                {"dice": 0.924, "held": 0.86},
-                {"dice": 0.925, "held": 0.84},
-            ]
-        }
-    }
+def _record(tmp_path, runs):
     path = tmp_path / "ablation.json"
-    path.write_text(json.dumps(record))
-    repeats = _repeats(str(path))
+    path.write_text(json.dumps({"both data sets": {"runs": runs}, "recipe": {"runs": [{"dice": 0.1}]}}))
+    return _repeats(str(path))
+
+
+def test_runs_without_the_hold_out_give_the_spread_and_the_out_of_distribution_estimate(tmp_path):
+    """bench.ablation's default: every "both data sets" run kept the hold-out out of training."""
+    repeats = _record(tmp_path, [{"dice": 0.924, "held": 0.86}, {"dice": 0.926, "held": 0.84}])
     text = " ".join(_card(repeats).split())  # unwrap the card's lines
-    # the shipped command's own seeds give the spread in distribution; the hold-out-excluded ones
-    # give the out-of-distribution line, as mean ± sd (0.85 ± 0.0141)
-    assert "over 2 seeds (bench.ablation" in text and "0.9270 ± 0.0014" in text
-    assert "trained without them scored Dice 0.8500 ± 0.0141 over 2 seed(s)" in text
+    assert "without the cross-source hold-out, over 2 seeds" in text and "0.9250 ± 0.0014" in text
+    # mean ± sd of 0.86 and 0.84
+    assert "trained without those images scored Dice 0.8500 ± 0.0141 over 2 seed(s)" in text
     assert "against 0.9250 here in distribution" in text
+    assert "One training run" not in text
 
 
-def test_without_hold_out_runs_the_card_makes_no_out_of_distribution_claim(tmp_path):
+def test_runs_of_the_command_itself_give_its_spread_and_no_out_of_distribution_number(tmp_path):
+    """bench.ablation --held-out none: the lever is the shipped command exactly."""
+    repeats = _record(tmp_path, [{"dice": 0.926}, {"dice": 0.928}, {"dice": 0.927}])
+    text = " ".join(_card(repeats).split())
+    assert "The same command over 3 seeds" in text and "0.9270 ± 0.0010" in text
+    assert "runs: 0.9260, 0.9280, 0.9270" in text
+    assert "Out of distribution: not measured for this command" in text
+
+
+def test_without_repeats_the_card_makes_no_claim_it_has_no_runs_for(tmp_path):
     assert _repeats(str(tmp_path / "missing.json")) == []
     text = " ".join(_card([]).split())
     assert "One training run (no seed repeats)" in text
-    assert "Out of distribution" not in text
+    assert "Out of distribution: not measured" in text and "± " not in text
