@@ -71,6 +71,7 @@ def _train(out: str, seed: int, args, extra: list[str]) -> float:
     if not run.has_config():
         subprocess.run([*cmd, *extra], check=True)
     else:
+        _refuse_stale(run, [*cmd[2:], *extra])
         progress = run_progress(run)
         done, planned = progress["completed_epochs"], progress["epochs"]
         if done < planned:
@@ -79,6 +80,26 @@ def _train(out: str, seed: int, args, extra: list[str]) -> float:
                 [sys.executable, "train.py", "--out", out, "--resume", "--verbose", "2"], check=True
             )
     return sum(float(r.get("time_s") or 0) for r in run.read_history()) / 60
+
+
+def _refuse_stale(run, argv: list[str]) -> None:
+    """A finished run is reused only if this command would train it again: a folder from before a
+    change of the recipe (or of a lever's options) must not be scored under today's name."""
+    from skinseg.cli import train as train_cli
+    from skinseg.training.config import AUTO_FILTERS, RunConfig, config_from_args
+
+    given = set(vars(train_cli.build_parser(True).parse_args(argv)))
+    wanted = config_from_args(train_cli.build_parser().parse_args(argv), given).recorded()
+    saved = RunConfig.load(run.config_path).recorded()
+    if wanted.get("max_filters") == AUTO_FILTERS:
+        wanted["max_filters"] = saved.get("max_filters")  # auto: settled when the run started, and recorded
+    differ = [k for k in sorted(set(wanted) | set(saved)) if k != "verbose" and wanted.get(k) != saved.get(k)]
+    if differ:
+        shown = ", ".join(f"{k} {saved.get(k)!r} (now {wanted.get(k)!r})" for k in differ[:4])
+        raise SystemExit(
+            f"bench.ablation: {run.path} was trained with other options than this lever's command: "
+            f"{shown}; move it away or pass another --out"
+        )
 
 
 def _score(out: str, extra: list[str], data: list[str] | None, cache: dict) -> dict:

@@ -182,7 +182,7 @@ output: a lesion mask at the image's own size. Mask step chosen on the validatio
 ## Training
 `python {command}` (`python -m bench.pretrained --install` reruns it and rewrites this card):
 the project's best CPU recipe (`--recipe best`: Dice+BCE, Adam with cosine schedule, augmentation on
-the accelerator, colour constancy) at width {config.width}, small enough to ship in the
+the accelerator with the dermoscopy policy, colour constancy) at width {config.width}, small enough to ship in the
 repository. {config.epochs} epochs ({row["train_min"]:.0f} min on a 2-core CPU), best epoch
 {summary.get("best_epoch")} by validation Dice.
 

@@ -68,3 +68,26 @@ def test_one_table_reports_the_test_split_the_cross_source_set_and_the_hold_out(
     assert both_row["held_out_dice"] == "0.9000"
     assert both_row["held_out_effect"].startswith("+0.4000 [")
     assert "held_out_dice" not in ablation_rows({"recipe": {"runs": recipe}}, with_held_out=False)[0]
+
+
+def test_a_finished_run_is_reused_only_if_the_command_would_train_it_again(tmp_path):
+    """A folder trained before the recipe changed (here: before the dermoscopy policy joined it)
+    must not be scored as today's recipe."""
+    from bench.ablation import _refuse_stale
+    from skinseg.cli import train as train_cli
+    from skinseg.core.run_folder import RunFolder
+    from skinseg.training.config import config_from_args
+
+    out = tmp_path / "recipe-s0"
+    out.mkdir()
+    argv = ["--recipe", "best", "--seed", "0", "--epochs", "15", "--width", "16", "--out", str(out)]
+    before = [*argv, "--aug-policy", "default"]  # what --recipe best meant until 2026-12-07
+    given = set(vars(train_cli.build_parser(True).parse_args(before)))
+    config_from_args(train_cli.build_parser().parse_args(before), given).save(str(out / "config.json"))
+    with pytest.raises(
+        SystemExit,
+        match=r"recipe-s0 was trained with other options.*aug_policy 'default' \(now 'dermoscopy'\)",
+    ):
+        _refuse_stale(RunFolder(str(out)), argv)
+    _refuse_stale(RunFolder(str(out)), before)  # the same command: reused
+    _refuse_stale(RunFolder(str(out)), [*before, "--verbose", "2"])  # how much it prints is not training

@@ -122,8 +122,9 @@ def test_a_recipe_sets_defaults_and_typed_options_win():
     args = train.build_parser().parse_args(argv)
     config = config_from_args(args, set(vars(train.build_parser(True).parse_args(argv))))
     assert (config.recipe, config.width, config.epochs) == ("best", 16, 3)  # typed
-    for key in ("loss", "aug", "color_constancy", "lr_schedule", "batch_size"):
+    for key in ("loss", "aug", "aug_policy", "color_constancy", "lr_schedule", "batch_size"):
         assert getattr(config, key) == RECIPES["best"][key]
+    assert config.aug_policy == "dermoscopy"  # the policy that won over three seeds (recipes.py)
     plain = config_from_args(train.build_parser().parse_args([]), set())
     assert (plain.loss, plain.aug, plain.recipe) == ("bce", False, "none")
     assert "recipe" not in config.recorded()  # its values are; resuming compares those
@@ -143,10 +144,16 @@ def test_seeds_make_one_configuration_per_seed_in_its_own_folder():
 def test_boolean_options_can_be_turned_off_after_a_recipe():
     from skinseg.training.config import config_from_args
 
-    argv = ["--recipe", "best", "--no-aug"]
-    args = train.build_parser().parse_args(argv)
-    config = config_from_args(args, set(vars(train.build_parser(True).parse_args(argv))))
-    assert config.aug is False and config.color_constancy is True
+    def config(*argv):
+        args = train.build_parser().parse_args(list(argv))
+        return config_from_args(args, set(vars(train.build_parser(True).parse_args(list(argv)))))
+
+    off = config("--recipe", "best", "--no-aug")
+    # the recipe's augmentation policy goes with its augmentation (a policy without --aug is refused)
+    assert off.aug is False and off.aug_policy == "default" and off.color_constancy is True
+    assert config("--recipe", "best", "--aug-policy", "strong").aug_policy == "strong"  # typed wins
+    with pytest.raises(ValueError, match="--aug-policy dermoscopy needs --aug"):
+        config("--recipe", "best", "--no-aug", "--aug-policy", "dermoscopy")
 
 
 def test_seeds_with_resume_is_refused(capsys):

@@ -488,7 +488,11 @@ def config_from_args(args: argparse.Namespace, given: set[str] | None = None) ->
     values = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
     if values.get("recipe", "none") != "none":
         typed = given if given is not None else set()
-        values.update({k: v for k, v in recipe_options(values["recipe"]).items() if k not in typed})
+        recipe = recipe_options(values["recipe"])
+        values.update({k: v for k, v in recipe.items() if k not in typed})
+        if "aug_policy" in recipe and "aug_policy" not in typed and not values.get("aug"):
+            # the recipe's augmentation policy goes with its augmentation: --no-aug drops both
+            values["aug_policy"] = next(f.default for f in fields(RunConfig) if f.name == "aug_policy")
     if values.get("data"):
         values["data"] = tuple(tuple(os.path.abspath(p) for p in source) for source in values["data"])
     return RunConfig(**values)
