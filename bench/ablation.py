@@ -4,7 +4,7 @@ table: on the reference test split (in distribution); on the cross-source set (d
 isic2018_extra128, 1,694 ISIC 2018 images the reference never used); and on the cross-source
 hold-out (`--held-out`, default bench/cross_source_holdout.txt: the 401 of those images with IDs
 from ISIC_0015000 on, later acquisitions than any reference image), which the "both data sets"
-lever leaves out of its training (train.py --exclude) and so can be scored there too.
+levers leave out of their training (train.py --exclude) and so can be scored there too.
 
 Per lever: Dice mean ± sd over seeds; 95 % CI over test images of the per-image Dice averaged over
 seeds; the effect against the recipe: mean per-image difference of that averaged Dice with its
@@ -19,7 +19,8 @@ slower one (the minutes column says which): the whole default table is hours of 
 
 A lever's run folder that already holds a finished run is scored, not retrained (an unfinished one
 is resumed), and scores are kept in --out/scores.json under the network's digest: adding a lever or
-a seed later trains and scores only what is new.
+a seed later trains and scores only what is new. A finished folder trained with other options or
+another length than the lever's command (e.g. from before the recipe changed) is refused, named.
 """
 
 from __future__ import annotations
@@ -52,10 +53,16 @@ LEVERS: dict[str, tuple[list[str] | None, list[str]]] = {
     "AdamW": (["--optimizer", "adamw"], []),
     "EMA of weights (0.99)": (["--ema", "0.99"], []),
     "strong augmentation": (["--aug-policy", "strong"], []),
-    "dermoscopy augmentation": (["--aug-policy", "dermoscopy"], []),
+    # The recipe's augmentation policy is the dermoscopy one since it won over three seeds: this lever
+    # is the recipe as it was (revision fed6aca's table named its folders recipe-sN, and the policy's
+    # dermoscopy_augmentation-sN).
+    "default augmentation policy": (["--aug-policy", "default"], []),
     # A no-op on data stored as squares (both shared sets are): for sets of original-size images.
     "aspect-preserving resize (pad)": (["--fit", "pad"], []),
     "both data sets": (["--data", EXTRA], []),  # trains on the cross-source set: no cross-source score
+    # the shipped model's setting with the policy it was trained with: the pair that says whether the
+    # policy still helps once other acquisitions are in the training set
+    "both data sets, default policy": (["--data", EXTRA, "--aug-policy", "default"], []),
 }
 
 
@@ -86,16 +93,23 @@ def _refuse_stale(run, argv: list[str]) -> None:
     """A finished run is reused only if this command would train it again: a folder from before a
     change of the recipe (or of a lever's options) must not be scored under today's name."""
     from skinseg.cli import train as train_cli
-    from skinseg.training.config import AUTO_FILTERS, RunConfig, config_from_args
+    from skinseg.training.config import AUTO_FILTERS, ConfigError, RunConfig, config_from_args
 
     given = set(vars(train_cli.build_parser(True).parse_args(argv)))
-    wanted = config_from_args(train_cli.build_parser().parse_args(argv), given).recorded()
-    saved = RunConfig.load(run.config_path).recorded()
+    config = config_from_args(train_cli.build_parser().parse_args(argv), given)
+    try:
+        stored = RunConfig.load(run.config_path)
+    except ConfigError as err:
+        raise SystemExit(f"bench.ablation: {err}; move {run.path} away or pass another --out") from None
+    wanted, saved = config.recorded(), stored.recorded()
+    # its length too (recorded() leaves it out for --resume --epochs): a 15-epoch run is no 30-epoch one
+    wanted["epochs"], saved["epochs"] = config.epochs, stored.epochs
     if wanted.get("max_filters") == AUTO_FILTERS:
         wanted["max_filters"] = saved.get("max_filters")  # auto: settled when the run started, and recorded
-    differ = [k for k in sorted(set(wanted) | set(saved)) if k != "verbose" and wanted.get(k) != saved.get(k)]
+    differ = [k for k in sorted(set(wanted) | set(saved)) if wanted.get(k) != saved.get(k)]
     if differ:
         shown = ", ".join(f"{k} {saved.get(k)!r} (now {wanted.get(k)!r})" for k in differ[:4])
+        shown += f" and {len(differ) - 4} more" if len(differ) > 4 else ""
         raise SystemExit(
             f"bench.ablation: {run.path} was trained with other options than this lever's command: "
             f"{shown}; move it away or pass another --out"
@@ -237,7 +251,9 @@ def main(argv=None) -> None:
         found = {pair.id for pair in discover_pairs(*cross).splits["all"]} & held_ids
         if not found:
             p.error(f"--held-out {args.held_out}: none of its IDs is in {cross[0]}; pass --held-out none")
-        LEVERS["both data sets"] = (["--data", EXTRA, "--exclude", os.path.abspath(args.held_out)], [])
+        for lever, (train_extra, eval_extra) in list(LEVERS.items()):
+            if train_extra is not None and EXTRA in train_extra:
+                LEVERS[lever] = ([*train_extra, "--exclude", os.path.abspath(args.held_out)], eval_extra)
     os.makedirs(args.out, exist_ok=True)
     cache_path = os.path.join(args.out, "scores.json")
     cache = {}
@@ -253,7 +269,7 @@ def main(argv=None) -> None:
             folder = (
                 "recipe" if train_extra is None else lever.split(" (")[0].replace(" ", "_").replace(",", "")
             )
-            if held_ids and lever == "both data sets":
+            if held_ids and trains_on_cross:
                 folder += "-held_out"  # never a run that trained on the hold-out (the shipped model's)
             out = os.path.join(args.out, f"{folder}-s{seed}")
             minutes = _train(out, seed, args, train_extra) if train_extra is not None else float("nan")

@@ -27,6 +27,8 @@ TARGET = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "skinseg", "models", "pretrained"
 )
 LIMIT_MB = 10.0
+# bench.ablation's lever that trains this command, by the run's augmentation policy
+LEVER_OF_POLICY = {"dermoscopy": "both data sets", "default": "both data sets, default policy"}
 
 
 def main(argv=None) -> None:
@@ -37,6 +39,12 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=os.path.join("bench", "out", "pretrained_run"))
     p.add_argument("--install", action="store_true", help="copy the model into skinseg/models/pretrained/")
     p.add_argument("--skip-training", action="store_true", help="use the run already in --out")
+    p.add_argument(
+        "--aug-policy",
+        choices=("default", "dermoscopy"),
+        help="the augmentation policy (default: the recipe's, dermoscopy; the model shipped now was "
+        "trained with default, before the recipe had the dermoscopy policy)",
+    )
     p.add_argument(
         "--repeats",
         metavar="ABLATION_JSON",
@@ -53,6 +61,8 @@ def main(argv=None) -> None:
         return
     train_cmd = [sys.executable, "train.py", "--recipe", "best", "--width", str(args.width)]
     train_cmd += ["--epochs", str(args.epochs), "--out", args.out, "--verbose", "2"]
+    if args.aug_policy:
+        train_cmd += ["--aug-policy", args.aug_policy]
     for folder in data:
         train_cmd += ["--data", folder]
     train_s = 0.0
@@ -82,18 +92,22 @@ def main(argv=None) -> None:
         if size_mb > LIMIT_MB:
             raise SystemExit(f"{run.best_network}: {size_mb:.1f} MB, over the {LIMIT_MB} MB limit")
         command = " ".join(train_cmd[1:]).replace(os.path.dirname(REAL), "../shared/data")
-        install(run, summary, row, command, _repeats(args.repeats))
+        from skinseg.training.config import RunConfig
+
+        policy = RunConfig.load(run.config_path).aug_policy
+        install(run, summary, row, command, _repeats(args.repeats, policy))
     finish("pretrained", args, [row], [k for k in row if k != "mask_step"], {"test_dice": row["dice"]})
 
 
-def _repeats(path: str) -> list[dict]:
-    """The same command's runs over seeds, from bench.ablation's "both data sets" lever (empty
-    without them): each with its test Dice ("dice") and, where the lever kept the cross-source
-    hold-out out of training, its Dice there ("held")."""
+def _repeats(path: str, policy: str = "dermoscopy") -> list[dict]:
+    """The same command's runs over seeds, from bench.ablation's "both data sets" lever for the
+    model's augmentation policy (empty without them): each with its test Dice ("dice") and, where
+    the lever kept the cross-source hold-out out of training, its Dice there ("held")."""
     if not path or not os.path.exists(path):
         return []
+    lever = LEVER_OF_POLICY.get(policy, "both data sets")
     with open(path, encoding="utf-8") as handle:
-        runs = json.load(handle).get("both data sets", {}).get("runs", [])
+        runs = json.load(handle).get(lever, {}).get("runs", [])
     return [{"dice": float(r["dice"]), "held": r.get("held")} for r in runs]
 
 
@@ -134,11 +148,12 @@ def card(config, summary: dict, row: dict, command: str, counts: dict, repeats: 
     # bench.ablation's "both data sets" lever is this command: trained on everything (no "held"), or,
     # by default, without the cross-source hold-out (scored there: what this model, which trained on
     # those images, would score on acquisitions it has not seen)
+    lever = LEVER_OF_POLICY.get(getattr(config, "aug_policy", "dermoscopy"), "both data sets")
     same = [r["dice"] for r in repeats if r.get("held") is None]
     without = [r for r in repeats if r.get("held") is not None]
     if len(same) > 1:
         spread = (
-            f'- The same command over {len(same)} seeds (bench.ablation, lever "both data sets"; this '
+            f'- The same command over {len(same)} seeds (bench.ablation, lever "{lever}"; this '
             f"model is one of them) scored Dice {mean_sd(same, '{:.4f}')} "
             f"(runs: {', '.join(f'{d:.4f}' for d in same)}): another run of it is about that far from "
             "this one."
@@ -146,7 +161,7 @@ def card(config, summary: dict, row: dict, command: str, counts: dict, repeats: 
     elif len(without) > 1:
         spread = (
             f"- The same command without the cross-source hold-out, over {len(without)} seeds "
-            f'(bench.ablation, lever "both data sets"), scored Dice '
+            f'(bench.ablation, lever "{lever}"), scored Dice '
             f"{mean_sd([r['dice'] for r in without], '{:.4f}')} on this test split: another run is about "
             "that far from this one."
         )
@@ -164,7 +179,7 @@ def card(config, summary: dict, row: dict, command: str, counts: dict, repeats: 
     else:
         spread += (
             "\n- Out of distribution: not measured for this command by bench.ablation (its lever "
-            '"both data sets" trains the command without the cross-source hold-out and scores it there).'
+            f'"{lever}" trains the command without the cross-source hold-out and scores it there).'
         )
     spread = "\n".join(textwrap.fill(line, width=100, subsequent_indent="  ") for line in spread.split("\n"))
     lo, hi = m["dice"]["ci95"]
@@ -182,7 +197,7 @@ output: a lesion mask at the image's own size. Mask step chosen on the validatio
 ## Training
 `python {command}` (`python -m bench.pretrained --install` reruns it and rewrites this card):
 the project's best CPU recipe (`--recipe best`: Dice+BCE, Adam with cosine schedule, augmentation on
-the accelerator with the dermoscopy policy, colour constancy) at width {config.width}, small enough to ship in the
+the accelerator with the {config.aug_policy} policy, colour constancy) at width {config.width}, small enough to ship in the
 repository. {config.epochs} epochs ({row["train_min"]:.0f} min on a 2-core CPU), best epoch
 {summary.get("best_epoch")} by validation Dice.
 

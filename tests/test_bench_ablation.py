@@ -91,3 +91,9 @@ def test_a_finished_run_is_reused_only_if_the_command_would_train_it_again(tmp_p
         _refuse_stale(RunFolder(str(out)), argv)
     _refuse_stale(RunFolder(str(out)), before)  # the same command: reused
     _refuse_stale(RunFolder(str(out)), [*before, "--verbose", "2"])  # how much it prints is not training
+    longer = [*before[:5], "30", *before[6:]]  # --epochs 30: a 15-epoch run is not one
+    with pytest.raises(SystemExit, match=r"epochs 15 \(now 30\)"):
+        _refuse_stale(RunFolder(str(out)), longer)
+    (out / "config.json").write_text('{"no_such_option": 1}')
+    with pytest.raises(SystemExit, match=r"config.json.*move .*recipe-s0 away"):
+        _refuse_stale(RunFolder(str(out)), before)

@@ -19,8 +19,8 @@ def _summary():
     }
 
 
-def _card(repeats):
-    config = SimpleNamespace(width=16, image_size=128, epochs=15)
+def _card(repeats, policy="dermoscopy"):
+    config = SimpleNamespace(width=16, image_size=128, epochs=15, aug_policy=policy)
     row = {"size_mb": 8.3, "train_min": 26}
     return card(
         config,
@@ -63,3 +63,20 @@ def test_without_repeats_the_card_makes_no_claim_it_has_no_runs_for(tmp_path):
     text = " ".join(_card([]).split())
     assert "One training run (no seed repeats)" in text
     assert "Out of distribution: not measured" in text and "± " not in text
+
+
+def test_a_model_trained_without_the_policy_reads_the_lever_of_its_own_setting(tmp_path):
+    """The shipped model predates the dermoscopy policy: its seeds are the other lever's runs."""
+    path = tmp_path / "ablation.json"
+    record = {
+        "both data sets": {"runs": [{"dice": 0.93, "held": 0.87}, {"dice": 0.93, "held": 0.87}]},
+        "both data sets, default policy": {
+            "runs": [{"dice": 0.92, "held": 0.85}, {"dice": 0.92, "held": 0.86}]
+        },
+    }
+    path.write_text(json.dumps(record))
+    repeats = _repeats(str(path), "default")
+    assert [r["held"] for r in repeats] == [0.85, 0.86]
+    text = " ".join(_card(repeats, policy="default").split())
+    assert 'lever "both data sets, default policy"' in text and "with the default policy" in text
+    assert "0.8550 ± 0.0071" in text

@@ -232,3 +232,25 @@ def test_a_cpu_user_sees_where_it_runs_and_one_line_per_epoch_when_piped(simple_
     assert lines[1] == f"run folder: {tmp_path / 'run'}"
     assert sum(line.startswith("epoch 1/2") for line in lines) == 1
     assert sum(line.startswith("epoch 2/2") for line in lines) == 1
+
+
+def test_no_aug_drops_the_augmentation_policy_of_a_config_file_too(tmp_path):
+    """A run of today's recipe records aug_policy dermoscopy; reusing its config.json with --no-aug
+    must not be refused for a policy without augmentation."""
+    from skinseg.training.config import config_from_args
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(RunConfig(aug=True, aug_policy="dermoscopy", width=8).to_json()))
+
+    def config(*argv):
+        args = train.build_parser().parse_args(list(argv))
+        typed = set(vars(train.build_parser(True).parse_args(list(argv))))
+        return config_from_args(args, typed | train._from_file(args, typed))
+
+    assert (config("--config", str(path)).aug_policy, config("--config", str(path)).width) == (
+        "dermoscopy",
+        8,
+    )
+    off = config("--config", str(path), "--no-aug")
+    assert (off.aug, off.aug_policy, off.width) == (False, "default", 8)
+    assert config("--config", str(path), "--aug-policy", "strong").aug_policy == "strong"

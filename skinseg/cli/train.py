@@ -147,6 +147,10 @@ def _from_file(args, typed: set) -> set:
             f"--config {args.config}: unknown key(s) {', '.join(unknown)} (not options of this version)"
         )
     keys = {k for k in data if k not in _RECORD_ONLY and k not in typed}
+    if "aug" in typed and not args.aug:
+        keys.discard(
+            "aug_policy"
+        )  # the file's augmentation policy goes with its augmentation: --no-aug drops both
     for key in keys:
         try:
             value = coerce_field(known[key], data[key])
