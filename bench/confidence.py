@@ -19,21 +19,20 @@ import os
 import subprocess
 import sys
 import tempfile
-import unicodedata
 
 import numpy as np
 from scipy import stats
 
 from bench.report import finish, parser
+from skinseg.data_pipeline.discovery import image_id
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIN_IMAGES = 20  # the least confident tenth needs two images for a bootstrap interval
 
 
 def _id(path: str) -> str:
-    # the image ID as evaluate.py forms it (data_pipeline.discovery): the file's stem, NFC-normalised
-    # (macOS writes names decomposed; the same name must join either way)
-    return unicodedata.normalize("NFC", os.path.splitext(os.path.basename(path))[0])
+    # the image ID as evaluate.py forms it: the file's stem, NFC-normalised
+    return image_id(os.path.splitext(os.path.basename(path))[0])
 
 
 def _rows(path: str, needed: tuple[str, ...]) -> list[dict]:
@@ -74,7 +73,7 @@ def read_joined(predictions: str, per_image: str) -> dict:
     dice: dict[str, float] = {}
     not_finite = 0
     for row, r in enumerate(_rows(per_image, ("id", "dice")), start=2):
-        key = unicodedata.normalize("NFC", r["id"])
+        key = image_id(r["id"])
         if key in dice:
             raise ValueError(f"{per_image}: row {row}: image ID {key} appears twice")
         value = _number(per_image, row, "dice", r["dice"])
@@ -205,7 +204,7 @@ def main(argv=None) -> None:
             from skinseg.data_pipeline.split import read_id_list
 
             try:
-                wanted = {unicodedata.normalize("NFC", i) for i in read_id_list(args.ids)}
+                wanted = {image_id(i) for i in read_id_list(args.ids)}
             except DataError as err:
                 raise ValueError(str(err)) from None
             keep = np.array([i in wanted for i in joined["ids"]])

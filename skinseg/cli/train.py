@@ -148,9 +148,9 @@ def _from_file(args, typed: set) -> set:
         )
     keys = {k for k in data if k not in _RECORD_ONLY and k not in typed}
     if "aug" in typed and not args.aug:
-        keys.discard(
-            "aug_policy"
-        )  # the file's augmentation policy goes with its augmentation: --no-aug drops both
+        # the file's augmentation policy goes with its augmentation, as a recipe's does
+        # (config_from_args): --no-aug drops both
+        keys.discard("aug_policy")
     for key in keys:
         try:
             value = coerce_field(known[key], data[key])

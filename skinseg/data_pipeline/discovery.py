@@ -147,7 +147,7 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
-def _id(stem: str) -> str:
+def image_id(stem: str) -> str:
     """The ID a file name stands for: NFC-normalised, so that a name typed on macOS (NFD) and
     the same name from elsewhere (NFC) pair up."""
     return unicodedata.normalize("NFC", stem)
@@ -189,8 +189,8 @@ def _pair(image_dir: str, mask_dir: str, problems: list[Problem]) -> list[Pair]:
     mask_files = _files(mask_dir, MASK_SUFFIXES, [] if same_folder else problems)
     if same_folder:
         mask_files = [(stem, path) for stem, path in mask_files if _MASK_SUFFIX.search(stem)]
-    images, shared_images = _group(image_files, _id, "image", problems)
-    masks, shared_masks = _group(mask_files, lambda s: _id(_MASK_SUFFIX.sub("", s)), "mask", problems)
+    images, shared_images = _group(image_files, image_id, "image", problems)
+    masks, shared_masks = _group(mask_files, lambda s: image_id(_MASK_SUFFIX.sub("", s)), "mask", problems)
     pairs = []
     for id_, image in images.items():
         if id_ in masks:
