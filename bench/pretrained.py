@@ -92,10 +92,7 @@ def main(argv=None) -> None:
         if size_mb > LIMIT_MB:
             raise SystemExit(f"{run.best_network}: {size_mb:.1f} MB, over the {LIMIT_MB} MB limit")
         command = " ".join(train_cmd[1:]).replace(os.path.dirname(REAL), "../shared/data")
-        from skinseg.training.config import RunConfig
-
-        policy = RunConfig.load(run.config_path).aug_policy
-        install(run, summary, row, command, _repeats(args.repeats, policy))
+        install(run, summary, row, command, args.repeats)
     finish("pretrained", args, [row], [k for k in row if k != "mask_step"], {"test_dice": row["dice"]})
 
 
@@ -111,7 +108,7 @@ def _repeats(path: str, policy: str = "dermoscopy") -> list[dict]:
     return [{"dice": float(r["dice"]), "held": r.get("held")} for r in runs]
 
 
-def install(run, summary: dict, row: dict, command: str, repeats: list[dict] = ()) -> None:
+def install(run, summary: dict, row: dict, command: str, repeats_path: str | None = None) -> None:
     from skinseg.core.atomic import atomic_path, write_json, write_text
     from skinseg.inference.description import PRETRAINED
     from skinseg.training.config import RunConfig
@@ -121,6 +118,7 @@ def install(run, summary: dict, row: dict, command: str, repeats: list[dict] = (
     with atomic_path(PRETRAINED) as tmp:
         shutil.copyfile(run.best_network, tmp)
     config = RunConfig.load(run.config_path)
+    repeats = _repeats(repeats_path, config.aug_policy)  # the runs of the model's own setting
     write_json(os.path.join(TARGET, "preprocessing.json"), config.preprocessing.to_json())
     # what train.py --init-from pretrained builds (training/init_from.py)
     write_json(
