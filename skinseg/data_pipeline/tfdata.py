@@ -73,12 +73,13 @@ def make_dataset(
     """Batched (images, masks), or one (images ‖ masks) tensor with `pack`. Training sets are
     shuffled (seeded), drop their last partial batch (static shapes, no one-image BatchNorm
     batches) and repeat, so an epoch is `steps_per_epoch(...)` batches and a resumed run can
-    `skip` exactly the batches already seen.
+    `skip` exactly the batches already seen. Pass k's order depends on (seed, k) alone, the
+    same for every iterator of the dataset and on every worker.
 
     Memory: `cache="memory"` holds the decoded set and shuffles all of it. With `"disk"` or
     `"none"` memory stays bounded whatever the set's size: the file order is shuffled before
     decoding (cheap: paths), and decoded examples pass through a shuffle buffer of at most
-    SHUFFLE_BUFFER_BYTES (the disk cache keeps the first epoch's order, the buffer mixes it anew
+    SHUFFLE_BUFFER_BYTES (the disk cache keeps one seeded file order, the buffer mixes it anew
     each epoch).
 
     `clahe_clip_range` (training, `--aug-policy reference`): CLAHE after the cache, each example
@@ -107,42 +108,64 @@ def make_dataset(
         return image, mask
 
     # Paths travel as bytes: a file name that is not valid UTF-8 still names its file.
-    ds = tf.data.Dataset.from_tensor_slices(
+    paths = tf.data.Dataset.from_tensor_slices(
         ([os.fsencode(p.image) for p in pairs], [os.fsencode(p.mask) for p in pairs])
     )
-    if training and cache != "memory":
-        ds = ds.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=cache == "none")
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def decoded(ds):
+        return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    if training and cache == "disk":
+        paths = paths.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=False)  # the cache's order
     if cache == "memory":
-        ds = ds.cache()
+        stored = decoded(paths).cache()
     elif cache == "disk":
         if cache_dir is None:
             raise ValueError("cache='disk' needs a cache_dir")
         os.makedirs(cache_dir, exist_ok=True)
         # One file per process: a killed run leaves a lockfile that would block a reused name.
-        ds = ds.cache(os.path.join(cache_dir, f"{'train' if training else 'eval'}-{os.getpid()}"))
-    if training:
+        stored = decoded(paths).cache(
+            os.path.join(cache_dir, f"{'train' if training else 'eval'}-{os.getpid()}")
+        )
+    else:
+        stored = None  # decoded anew each pass
+    if not training:
+        ds = (decoded(paths) if stored is None else stored).batch(batch_size)
+    else:
         example_bytes = hw[0] * hw[1] * 4
         buffer = (
             len(pairs)
             if cache == "memory"
             else max(1, min(len(pairs), SHUFFLE_BUFFER_BYTES // example_bytes))
         )
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    if clahe_clip_range is not None:
-        # Each example is paired with a draw of a seeded random stream, so the map may run in
-        # parallel and still give every run the same clips (restarting with each epoch's pass).
-        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed)))
-        ds = ds.map(
-            _random_clahe(clahe_clip_range, hw, preprocessing.color_constancy),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-    drop = training and len(pairs) >= batch_size
-    ds = ds.batch(batch_size, drop_remainder=drop)
+        drop = len(pairs) >= batch_size
+
+        def passes(_):
+            """Every pass over the set, the order of each reshuffled (seeded)."""
+            source = stored
+            if source is None:
+                source = decoded(paths.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True))
+            ds = source.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+            if clahe_clip_range is not None:
+                # Each example is paired with a draw of a seeded random stream, so the map may run in
+                # parallel and still give every run the same clips (the stream restarts each pass).
+                ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed)))
+                ds = ds.map(
+                    _random_clahe(clahe_clip_range, hw, preprocessing.color_constancy),
+                    num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True,
+                )
+            return ds.batch(batch_size, drop_remainder=drop).repeat()
+
+        # Built inside a function that each iterator runs anew: `reshuffle_each_iteration` draws
+        # each pass's order from a generator that every iterator of one dataset object advances,
+        # so an extra iterator (tf.distribute makes one, at times, on one worker and not the
+        # other) shifted that worker by one pass, and the halves of a global batch came from
+        # different passes: an image twice in an epoch, another never. Here every iterator starts
+        # from its own generator: pass k is the same on every iterator, worker and resume. The
+        # cache is made outside, so it is shared.
+        ds = tf.data.Dataset.range(1).flat_map(passes)
     ds = ds.map(_to_float_packed if pack else _to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    if training:
-        ds = ds.repeat()
     # Under a multi-worker strategy each worker keeps its share of every global batch (the
     # elements have no files to shard by); the same seed gives every worker the same order.
     options = tf.data.Options()
