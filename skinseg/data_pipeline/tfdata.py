@@ -89,6 +89,8 @@ def make_dataset(
     prepare_image's order (CLAHE first)."""
     if not pairs:
         raise ValueError("make_dataset needs at least one pair")
+    if clahe_clip_range is not None and not training:
+        raise ValueError("clahe_clip_range draws a clip limit per example: training sets only")
     hw = as_hw(size)
     cache = resolve_cache(cache, len(pairs), hw)
 
@@ -115,8 +117,12 @@ def make_dataset(
     def decoded(ds):
         return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
+    # The file order is shuffled with a seed of its own: with the buffer shuffle's seed and a buffer
+    # that holds the whole set, both would draw the same permutation P and a pass would be P twice
+    # over (the squares of permutations are not all orders: of 3 images, 4 passes in 6 unshuffled).
+    path_seed = seed + 7919
     if training and cache == "disk":
-        paths = paths.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=False)  # the cache's order
+        paths = paths.shuffle(len(pairs), seed=path_seed, reshuffle_each_iteration=False)  # the cache's order
     if cache == "memory":
         stored = decoded(paths).cache()
     elif cache == "disk":
@@ -144,7 +150,7 @@ def make_dataset(
             """Every pass over the set, the order of each reshuffled (seeded)."""
             source = stored
             if source is None:
-                source = decoded(paths.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True))
+                source = decoded(paths.shuffle(len(pairs), seed=path_seed, reshuffle_each_iteration=True))
             ds = source.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
             if clahe_clip_range is not None:
                 # Each example is paired with a draw of a seeded random stream, so the map may run in
@@ -158,13 +164,17 @@ def make_dataset(
             return ds.batch(batch_size, drop_remainder=drop).repeat()
 
         # Built inside a function that each iterator runs anew: `reshuffle_each_iteration` draws
-        # each pass's order from a generator that every iterator of one dataset object advances,
-        # so an extra iterator (tf.distribute makes one, at times, on one worker and not the
-        # other) shifted that worker by one pass, and the halves of a global batch came from
-        # different passes: an image twice in an epoch, another never. Here every iterator starts
-        # from its own generator: pass k is the same on every iterator, worker and resume. The
-        # cache is made outside, so it is shared.
+        # each pass's order from one generator per dataset object, which every iterator of it
+        # advances. Under any strategy but the default, Keras' fit takes one batch from an
+        # iterator it then drops (`_maybe_symbolic_build`), and that iterator's prefetch used up
+        # as many orders as it ran ahead: the real one started at pass 2, 3, ..., a different
+        # one on each worker at times, and the halves of a global batch came from different
+        # passes (an image twice in an epoch, another never). Here every iterator has its own
+        # generator: pass k is the same on every iterator, worker and resume. The cache is made
+        # outside, so it is shared; the cardinality is restated, or tf.distribute would treat the
+        # stream as possibly finite (an optional and a collective each step, batch shape None).
         ds = tf.data.Dataset.range(1).flat_map(passes)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
     ds = ds.map(_to_float_packed if pack else _to_float, num_parallel_calls=tf.data.AUTOTUNE)
     # Under a multi-worker strategy each worker keeps its share of every global batch (the
     # elements have no files to shard by); the same seed gives every worker the same order.
