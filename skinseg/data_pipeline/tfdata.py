@@ -119,7 +119,7 @@ def make_dataset(
 
     # The file order is shuffled with a seed of its own: with the buffer shuffle's seed and a buffer
     # that holds the whole set, both would draw the same permutation P and a pass would be P twice
-    # over (the squares of permutations are not all orders: of 3 images, 4 passes in 6 unshuffled).
+    # over (squares of permutations are not all orders: of 3 images, 3 orders of 6 came about).
     path_seed = seed + 7919
     if training and cache == "disk":
         paths = paths.shuffle(len(pairs), seed=path_seed, reshuffle_each_iteration=False)  # the cache's order
